@@ -1,0 +1,48 @@
+-- token_bucket.lua: a bucket refilled continuously, exactly.
+--
+-- Units: one token is `period` units and the bucket gains `rate` units per millisecond, so
+-- `rate` tokens per `period` refill with no rounding at all. A bucket holds `limit` (the
+-- burst) tokens, that is `limit * period` units.
+-- Key (one per policy): "level ts": `level` units held at `ts` (ms). A missing key is a full
+-- bucket. TTL: until the bucket is full again.
+-- Policy ARGV: limit (burst, tokens), period (ms), rate (tokens per period).
+--
+-- load / report / charge: as in fixed_window.lua.
+local token_bucket = {}
+
+function token_bucket.load(key, now, limit, period, rate)
+  local capacity = limit * period
+  local s = read_state(key, 2)
+  if not s then
+    return {capacity, now}
+  end
+  if now > s[2] then
+    local missing = capacity - s[1]
+    local elapsed = now - s[2]
+    if elapsed >= ceil_div(missing, rate) then
+      s[1] = capacity
+    else
+      s[1] = s[1] + elapsed * rate
+    end
+    s[2] = now
+  end
+  return s
+end
+
+function token_bucket.report(s, now, limit, period, rate, cost)
+  local level = s[1]
+  local lag = s[2] - now -- > 0 only when this caller's clock is behind the last writer's
+  local reset = 0
+  if level < limit * period then
+    reset = lag + ceil_div(limit * period - level, rate)
+  end
+  if level >= cost * period then
+    return 1, floor_div(level, period), reset, 0
+  end
+  return 0, floor_div(level, period), reset, lag + ceil_div(cost * period - level, rate)
+end
+
+function token_bucket.charge(s, key, now, limit, period, rate, cost)
+  s[1] = s[1] - cost * period
+  write_state(key, s[2] - now + ceil_div(limit * period - s[1], rate), s[1], s[2])
+end

@@ -1,0 +1,54 @@
+"""The exception tree of ratelimit.
+
+::
+
+    Exception
+     ├── RateLimitExceeded        a call was denied: raised by ``wait()`` timeouts and the decorator
+     ├── ValueError
+     │    └── ConfigurationError  a bad limit, cost, identifier or option, with the value named
+     └── StoreError               the store failed and ``on_error="raise"``; chained from the cause
+
+Every error raised by this package is one of these; a store's own exception (for example
+``redis.exceptions.ConnectionError``) only ever appears as the ``__cause__`` of a ``StoreError``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ratelimit.decision import Decision
+
+__all__ = ["ConfigurationError", "RateLimitExceeded", "StoreError"]
+
+
+class RateLimitExceeded(Exception):
+    """The call was denied. ``decision`` holds the denying :class:`Decision`.
+
+    ``retry_after`` (seconds) is a shortcut for ``decision.retry_after``.
+    """
+
+    def __init__(self, decision: Decision, message: str | None = None) -> None:
+        self.decision = decision
+        if message is None:
+            message = (
+                f"rate limit exceeded ({decision.limit} per policy {decision.policy!r}); "
+                f"retry after {decision.retry_after:.3f}s"
+            )
+        super().__init__(message)
+
+    @property
+    def retry_after(self) -> float:
+        return self.decision.retry_after
+
+
+class ConfigurationError(ValueError):
+    """A bad limit, cost, key or option. The message names the offending value."""
+
+
+class StoreError(Exception):
+    """The store could not answer (connection refused, timeout, server error).
+
+    Raised only where the limiter's ``on_error`` is ``"raise"``; the store client's own exception is
+    chained as ``__cause__``.
+    """

@@ -1,0 +1,401 @@
+"""The limiters: :class:`Limiter` (sync) and :class:`AsyncLimiter` (async).
+
+Everything that does no I/O lives in :class:`_LimiterBase`: turning a key and a cost into store
+keys, reading the clock, turning the store's reply into a :class:`Decision`, and the failure
+policy. The two public classes only differ in how they call the store.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final, Literal
+
+from ratelimit.decision import Decision
+from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
+from ratelimit.policies import Policy, parse
+from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
+from ratelimit.stores.memory import MemoryStore
+
+__all__ = ["AsyncLimiter", "Limiter"]
+
+OnError = Literal["allow", "deny", "raise"]
+Limits = str | Policy | Iterable[str | Policy]
+
+#: Identifiers longer than this are hashed, so a key stays short whatever the caller sends.
+MAX_IDENTIFIER: Final = 200
+# A character that would break the {hash tag}, a control character, or a leading "#" (which
+# marks a hashed identifier, so a plain one can never equal a hashed one).
+_UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]|\A#")
+_PREFIX_UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]")
+# How long a store-error denial asks clients to wait, in seconds.
+_ERROR_RETRY: Final = 1.0
+
+
+def identifier(key: str) -> str:
+    """The form of ``key`` used inside the ``{hash tag}`` of store keys.
+
+    Plain text is kept as it is. An empty key, one longer than :data:`MAX_IDENTIFIER`, one with
+    ``{``, ``}``, control characters or text that is not valid Unicode, or one starting with
+    ``#`` becomes ``#`` and 32 hex digits of its SHA-256: it cannot break the cluster slot rule
+    and cannot collide with another identifier. Raises ConfigurationError for a non-str key.
+    """
+    if type(key) is not str:
+        if isinstance(key, str):
+            key = str(key)
+        else:
+            raise ConfigurationError(f"a rate-limit key must be a str, got {key!r}")
+    if key and len(key) <= MAX_IDENTIFIER and _UNSAFE.search(key) is None:
+        if key.isascii():
+            return key
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+        else:
+            return key
+    import hashlib
+
+    return "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _policies(limits: Limits) -> tuple[Policy, ...]:
+    items: Iterable[str | Policy] = [limits] if isinstance(limits, (str, Policy)) else limits
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise ConfigurationError(
+            f"limits must be text such as '10/second', a policy or a list of them, not {limits!r}"
+        ) from None
+    policies: list[Policy] = []
+    for item in iterator:
+        if isinstance(item, str):
+            policies.extend(parse(item))
+        elif isinstance(item, Policy):
+            policies.append(item)
+        else:
+            raise ConfigurationError(f"not a limit: {item!r} (use text or a policy)")
+    if not policies:
+        raise ConfigurationError("a limiter needs at least one limit")
+    seen: set[str] = set()
+    for p in policies:
+        if p.id in seen:
+            raise ConfigurationError(f"policy {p!r} is given twice")
+        seen.add(p.id)
+    return tuple(policies)
+
+
+class _LimiterBase:
+    """The I/O-free core shared by :class:`Limiter` and :class:`AsyncLimiter`."""
+
+    __slots__ = ("_capacity", "_clock", "_on_error", "_plan", "_prefix", "_sleep", "_store",
+                 "_store_clock", "_suffixes")  # fmt: skip
+
+    def __init__(
+        self,
+        limits: Limits,
+        store: object,
+        prefix: str,
+        on_error: OnError,
+        clock: Callable[[], float] | None,
+    ) -> None:
+        policies = _policies(limits)
+        if not isinstance(prefix, str) or not prefix or _PREFIX_UNSAFE.search(prefix):
+            raise ConfigurationError(
+                f"prefix must be non-empty text without braces or control characters, "
+                f"got {prefix!r}"
+            )
+        if on_error not in ("allow", "deny", "raise"):
+            raise ConfigurationError(
+                f"on_error must be 'allow', 'deny' or 'raise', got {on_error!r}"
+            )
+        if clock is not None and not callable(clock):
+            raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
+        self._plan = Plan(policies)
+        self._prefix = prefix
+        self._suffixes = tuple("}:" + p.id for p in policies)
+        self._capacity = min(p.limit for p in policies)
+        self._on_error: OnError = on_error
+        self._clock = clock
+        self._store_clock = clock is None and not getattr(store, "needs_clock", False)
+        self._sleep: Callable[[float], object] | None = None
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        """The policies, in the order given."""
+        return self._plan.policies
+
+    @property
+    def prefix(self) -> str:
+        """The first part of every store key."""
+        return self._prefix
+
+    @property
+    def on_error(self) -> OnError:
+        """What a store failure decides: ``"allow"``, ``"deny"`` or ``"raise"``."""
+        return self._on_error
+
+    def keys(self, key: str) -> list[str]:
+        """The exact store keys of ``key``: ``<prefix>:{<identifier>}:<policy id>``, one per
+        policy. Raises ConfigurationError for a non-str key."""
+        head = f"{self._prefix}:{{{identifier(key)}"
+        return [head + suffix for suffix in self._suffixes]
+
+    def _now(self) -> int | None:
+        """Milliseconds from the limiter's clock; None to let the store read its own time."""
+        if self._clock is not None:
+            return round(self._clock() * 1000)
+        if self._store_clock:
+            return None
+        return round(time.time() * 1000)
+
+    def _check_cost(self, cost: int) -> None:
+        if type(cost) is int and 0 <= cost <= self._capacity:
+            return
+        if isinstance(cost, bool) or not isinstance(cost, int):
+            raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}")
+        if cost < 0:
+            raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}")
+        smallest = min(self._plan.policies, key=lambda p: p.limit)
+        raise ConfigurationError(
+            f"cost {cost} is more than {smallest!r} can ever allow ({smallest.limit}): "
+            "such a hit would be denied forever"
+        )
+
+    def _decide(self, reply: Reply) -> Decision:
+        policies = self._plan.policies
+        details: list[Decision] = []
+        allowed = reply[0] == 1
+        at = 1
+        for policy in policies:
+            ok, remaining, reset_ms, retry_ms = reply[at : at + 4]
+            at += 4
+            d = Decision(ok == 1, policy.limit, remaining, reset_ms / 1000, retry_ms / 1000,
+                         policy)  # fmt: skip
+            if not details:
+                binding = d
+            elif allowed:
+                if d.remaining < binding.remaining:
+                    binding = d
+            elif not d.allowed and (binding.allowed or d.retry_after > binding.retry_after):
+                binding = d
+            details.append(d)
+        return Decision(allowed, binding.limit, binding.remaining, binding.reset_after,
+                        binding.retry_after, binding.policy, tuple(details))  # fmt: skip
+
+    def _failed(self, error: StoreError) -> Decision:
+        """The decision ``on_error`` makes when the store failed; re-raises for ``"raise"``."""
+        if self._on_error == "raise":
+            raise error
+        policy = self._plan.policies[0]
+        allowed = self._on_error == "allow"
+        retry = 0.0 if allowed else _ERROR_RETRY
+        details = tuple(
+            Decision(allowed, p.limit, 0, 0.0, retry, p, (), "store_error")
+            for p in self._plan.policies
+        )
+        return Decision(allowed, policy.limit, 0, 0.0, retry, policy, details, "store_error")
+
+    def _timed_out(self, decision: Decision, deadline: float | None) -> bool:
+        if deadline is None:
+            return False
+        return self._monotonic() + decision.retry_after > deadline
+
+    def _monotonic(self) -> float:
+        return self._clock() if self._clock is not None else time.monotonic()
+
+    def __repr__(self) -> str:
+        policies = ", ".join(map(repr, self._plan.policies))
+        return f"{type(self).__name__}([{policies}], prefix={self._prefix!r})"
+
+
+class Limiter(_LimiterBase):
+    """Decides, per key, whether a caller may go on; for sync code.
+
+    ``limits``: text such as ``"100/minute; 1000/day"`` (see :func:`ratelimit.parse`), a policy,
+    or a list of them. Every policy is checked and charged together: a hit is admitted only
+    when all of them allow it, and then charged to all of them, in one atomic store call.
+
+    ``store``: a :class:`MemoryStore` (the default, a new one per limiter) or
+    :class:`RedisStore`. ``prefix`` starts every store key. ``on_error`` says what a store
+    failure decides: ``"allow"`` (the default) and ``"deny"`` return a Decision with
+    ``reason="store_error"``, ``"raise"`` raises :class:`StoreError`. ``clock``: a callable
+    returning seconds like ``time.time``; by default Redis stores read the server's ``TIME``
+    (app servers with skewed clocks agree) and the memory store reads ``time.time``.
+
+    ::
+
+        limiter = rl.Limiter("5/second")
+        if not limiter.hit(f"user:{user_id}").allowed:
+            ...
+
+    Methods block on the store's I/O (none for the memory store). Raises ConfigurationError
+    for bad limits, options, keys or costs.
+    """
+
+    __slots__ = ()
+    _store: Store
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        store: Store | None = None,
+        prefix: str = "ratelimit",
+        on_error: OnError = "allow",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        store = MemoryStore() if store is None else store
+        if not isinstance(store, Store):
+            raise ConfigurationError(
+                f"Limiter needs a sync store (MemoryStore, RedisStore, UpstashStore), got "
+                f"{store!r}; use AsyncLimiter for async stores"
+            )
+        super().__init__(limits, store, prefix, on_error, clock)
+        self._store = store
+
+    @property
+    def store(self) -> Store:
+        """Where the state lives."""
+        return self._store
+
+    def hit(self, key: str, cost: int = 1) -> Decision:
+        """Spend ``cost`` (default 1) for ``key`` if every policy allows it; else spend nothing.
+
+        ``cost=0`` only looks. Blocks on one store call. Raises ConfigurationError for a bad
+        key or cost (negative, not an int, or more than a policy can ever hold), StoreError when
+        the store failed and ``on_error="raise"``.
+        """
+        self._check_cost(cost)
+        keys = self.keys(key)
+        try:
+            reply = self._store.evaluate(self._plan, keys, self._now(), cost, True)
+        except StoreError as error:
+            return self._failed(error)
+        return self._decide(reply)
+
+    def peek(self, key: str, cost: int = 1) -> Decision:
+        """The Decision a hit of ``cost`` would get now, charging nothing. ``remaining`` is what
+        is there now. Blocks and raises as :meth:`hit` does."""
+        self._check_cost(cost)
+        keys = self.keys(key)
+        try:
+            reply = self._store.evaluate(self._plan, keys, self._now(), cost, False)
+        except StoreError as error:
+            return self._failed(error)
+        return self._decide(reply)
+
+    def reset(self, key: str) -> None:
+        """Forget ``key``'s state in every policy (deletes its exact store keys).
+
+        Raises StoreError when the store failed and ``on_error="raise"``; otherwise a failed
+        reset is a no-op."""
+        try:
+            self._store.delete(self.keys(key))
+        except StoreError:
+            if self._on_error == "raise":
+                raise
+
+    def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
+        """Sleep until ``cost`` is allowed for ``key``, then spend it and return the Decision.
+
+        Blocks the thread (``time.sleep``) for at most ``timeout`` seconds (None: as long as it
+        takes). Raises RateLimitExceeded, carrying the last Decision, as soon as the wait would
+        pass the timeout; ConfigurationError and StoreError as :meth:`hit` does.
+        """
+        deadline = None if timeout is None else self._monotonic() + timeout
+        sleep = self._sleep or time.sleep
+        while True:
+            decision = self.hit(key, cost)
+            if decision.allowed:
+                return decision
+            if self._timed_out(decision, deadline):
+                raise RateLimitExceeded(decision)
+            sleep(decision.retry_after)
+
+
+class AsyncLimiter(_LimiterBase):
+    """:class:`Limiter` for asyncio code: the same arguments and methods, awaitable.
+
+    ``store``: a :class:`MemoryStore` (the default) or :class:`AsyncRedisStore`. Methods await
+    the store's I/O and never block the event loop on the network.
+
+    ::
+
+        limiter = rl.AsyncLimiter("100/minute", store=rl.AsyncRedisStore(client))
+        decision = await limiter.hit(f"ip:{ip}")
+    """
+
+    __slots__ = ()
+    _store: AsyncStore
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        store: AsyncStore | None = None,
+        prefix: str = "ratelimit",
+        on_error: OnError = "allow",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        store = MemoryStore() if store is None else store
+        if not isinstance(store, AsyncStore):
+            raise ConfigurationError(
+                f"AsyncLimiter needs an async store (MemoryStore, AsyncRedisStore, "
+                f"AsyncUpstashStore), got {store!r}; use Limiter for sync stores"
+            )
+        super().__init__(limits, store, prefix, on_error, clock)
+        self._store = store
+
+    @property
+    def store(self) -> AsyncStore:
+        """Where the state lives."""
+        return self._store
+
+    async def hit(self, key: str, cost: int = 1) -> Decision:
+        """As :meth:`Limiter.hit`, awaiting the store."""
+        self._check_cost(cost)
+        keys = self.keys(key)
+        try:
+            reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, True)
+        except StoreError as error:
+            return self._failed(error)
+        return self._decide(reply)
+
+    async def peek(self, key: str, cost: int = 1) -> Decision:
+        """As :meth:`Limiter.peek`, awaiting the store."""
+        self._check_cost(cost)
+        keys = self.keys(key)
+        try:
+            reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, False)
+        except StoreError as error:
+            return self._failed(error)
+        return self._decide(reply)
+
+    async def reset(self, key: str) -> None:
+        """As :meth:`Limiter.reset`, awaiting the store."""
+        try:
+            await self._store.adelete(self.keys(key))
+        except StoreError:
+            if self._on_error == "raise":
+                raise
+
+    async def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
+        """As :meth:`Limiter.wait`, sleeping with ``asyncio.sleep`` (the loop keeps running).
+        Raises RateLimitExceeded when the wait would pass ``timeout``."""
+        deadline = None if timeout is None else self._monotonic() + timeout
+        sleep: Callable[[float], Awaitable[object]]
+        if self._sleep is None:
+            import asyncio
+
+            sleep = asyncio.sleep
+        else:
+            sleep = self._sleep  # type: ignore[assignment]
+        while True:
+            decision = await self.hit(key, cost)
+            if decision.allowed:
+                return decision
+            if self._timed_out(decision, deadline):
+                raise RateLimitExceeded(decision)
+            await sleep(decision.retry_after)

@@ -1,0 +1,305 @@
+"""Policies: *what* is limited and *how* it is counted.
+
+A policy is an immutable value: its algorithm and its numbers. It knows nothing of keys or
+stores. Three algorithms exist, each with a Lua script in ``lua/`` and a Python twin in
+:mod:`ratelimit._algorithms`:
+
+- :class:`FixedWindow`: ``limit`` units per window of ``period``; the window starts at the
+  key's first hit, so keys do not all reset at the same instant.
+- :class:`SlidingWindow`: the weighted two-window counter, smoother than a fixed window, never
+  admitting more than ``limit`` in any window-aligned pair of windows; approximate in between.
+- :class:`TokenBucket`: refills ``rate`` tokens per ``period`` continuously and holds ``burst``.
+
+:func:`parse` reads the ``limits`` grammar (``"10/second; 1000 per day"``) into policies.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import ClassVar, Final
+
+from ratelimit.errors import ConfigurationError
+
+__all__ = ["FixedWindow", "Policy", "SlidingWindow", "TokenBucket", "parse"]
+
+# Every product the scripts form stays below 2**53, so Lua's doubles hold it exactly.
+_EXACT: Final = 2**53
+
+
+def _period_ms(period: object) -> int:
+    """``period`` (seconds as int/float, or a timedelta) as whole milliseconds.
+
+    Raises ConfigurationError for a non-positive period or one that is not a whole number of
+    milliseconds.
+    """
+    if isinstance(period, timedelta):
+        ms, rest = divmod(period, timedelta(milliseconds=1))
+        if rest:
+            raise ConfigurationError(f"period {period!r} is not a whole number of milliseconds")
+    elif isinstance(period, (int, float)) and not isinstance(period, bool):
+        exact = period * 1000
+        ms = round(exact)
+        if abs(exact - ms) > 1e-6:
+            raise ConfigurationError(f"period {period!r} is not a whole number of milliseconds")
+    else:
+        raise ConfigurationError(
+            f"period must be seconds (int or float) or a timedelta, not {period!r}"
+        )
+    if ms <= 0:
+        raise ConfigurationError(f"period must be at least 1 millisecond, got {period!r}")
+    return int(ms)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _seconds_text(ms: int) -> str:
+    return str(ms // 1000) if ms % 1000 == 0 else str(ms / 1000)
+
+
+class Policy:
+    """Base of the three policies. Immutable, hashable, comparable by value.
+
+    Attributes shared by all policies:
+
+    - ``limit``: the most units the policy admits at once (the ``limit`` of a window, the
+      ``burst`` of a bucket); the largest cost it can ever allow.
+    - ``period``: seconds, as a float. ``period_ms``: the same in whole milliseconds.
+    - ``id``: a short text naming the algorithm and its numbers, used in store keys, so that
+      changing a limit never reads state written under the old one.
+    """
+
+    __slots__ = ("_argv", "id", "limit", "period_ms")
+    algorithm: ClassVar[str]
+    _code: ClassVar[str]
+
+    limit: int
+    period_ms: int
+    id: str
+    _argv: tuple[str, str, str, str]
+
+    def _setup(self, limit: int, period_ms: int, extra: int) -> None:
+        object.__setattr__(self, "limit", limit)
+        object.__setattr__(self, "period_ms", period_ms)
+        tail = f".{extra}" if extra else ""
+        object.__setattr__(self, "id", f"{self._code}{limit}.{period_ms}{tail}")
+        argv = (self._code, str(limit), str(period_ms), str(extra))
+        object.__setattr__(self, "_argv", argv)
+
+    @property
+    def period(self) -> float:
+        """The period in seconds."""
+        return self.period_ms / 1000
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._argv == other._argv  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._argv)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), self._init_args())
+
+    def _init_args(self) -> tuple[object, ...]:
+        raise NotImplementedError
+
+
+class FixedWindow(Policy):
+    """At most ``limit`` units per window of ``period`` seconds (or a timedelta).
+
+    A key's window opens at its first hit and lasts ``period``; the count then starts again
+    from zero. Cheap and exact, but a client may spend ``limit`` at the end of one window and
+    ``limit`` again at the start of the next.
+
+    Raises ConfigurationError for a non-positive limit or period, or numbers too large to be
+    computed exactly (``limit * period`` in milliseconds beyond 2**52).
+    """
+
+    __slots__ = ()
+    algorithm = "fixed_window"
+    _code = "f"
+
+    def __init__(self, limit: int, period: float | timedelta) -> None:
+        limit = _positive_int("limit", limit)
+        ms = _period_ms(period)
+        if 2 * limit * ms >= _EXACT:
+            raise ConfigurationError(
+                f"limit {limit} over period {period!r} is too large to count exactly"
+            )
+        self._setup(limit, ms, 0)
+
+    def _init_args(self) -> tuple[object, ...]:
+        return (self.limit, self.period)
+
+    def __repr__(self) -> str:
+        return f"FixedWindow(limit={self.limit}, period={_seconds_text(self.period_ms)})"
+
+
+class SlidingWindow(Policy):
+    """At most ``limit`` units per ``period``, by the weighted two-window counter.
+
+    The current window's count plus the previous window's count, weighted by how much of it
+    still overlaps the last ``period``, must stay within ``limit``; the comparison is exact in
+    integers. It assumes the previous window's hits were spread evenly, so over an arbitrary
+    span of ``period`` it may admit more than ``limit`` when they were bunched (at most twice
+    ``limit`` in the worst case, and never more than ``limit`` within one window).
+
+    Raises ConfigurationError as :class:`FixedWindow` does.
+    """
+
+    __slots__ = ()
+    algorithm = "sliding_window"
+    _code = "s"
+
+    def __init__(self, limit: int, period: float | timedelta) -> None:
+        limit = _positive_int("limit", limit)
+        ms = _period_ms(period)
+        if 2 * limit * ms >= _EXACT:
+            raise ConfigurationError(
+                f"limit {limit} over period {period!r} is too large to count exactly"
+            )
+        self._setup(limit, ms, 0)
+
+    def _init_args(self) -> tuple[object, ...]:
+        return (self.limit, self.period)
+
+    def __repr__(self) -> str:
+        return f"SlidingWindow(limit={self.limit}, period={_seconds_text(self.period_ms)})"
+
+
+class TokenBucket(Policy):
+    """A bucket of ``burst`` tokens refilled continuously at ``rate`` tokens per ``period``.
+
+    A new key starts full. A hit of cost ``c`` takes ``c`` tokens or, when fewer are there, is
+    denied and takes none. Refill is exact: at 3 tokens per second, 30 tokens take exactly 10 s.
+    ``burst`` defaults to ``rate``; ``limit`` (the largest cost ever allowed) is ``burst``.
+
+    Raises ConfigurationError for non-positive numbers or ones too large to be exact.
+    """
+
+    __slots__ = ("rate",)
+    algorithm = "token_bucket"
+    _code = "t"
+    rate: int
+
+    def __init__(self, rate: int, period: float | timedelta = 1, burst: int | None = None) -> None:
+        rate = _positive_int("rate", rate)
+        ms = _period_ms(period)
+        burst = rate if burst is None else _positive_int("burst", burst)
+        if 2 * burst * ms >= _EXACT or rate >= _EXACT // 4:
+            raise ConfigurationError(
+                f"burst {burst} over period {period!r} is too large to count exactly"
+            )
+        object.__setattr__(self, "rate", rate)
+        self._setup(burst, ms, rate)
+
+    @property
+    def burst(self) -> int:
+        """How many tokens the bucket holds when full (the same as ``limit``)."""
+        return self.limit
+
+    def _init_args(self) -> tuple[object, ...]:
+        return (self.rate, self.period, self.limit)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBucket(rate={self.rate}, period={_seconds_text(self.period_ms)}, "
+            f"burst={self.limit})"
+        )
+
+
+_UNITS: Final = {
+    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+    "month": 30 * 86400, "months": 30 * 86400,
+    "y": 365 * 86400, "year": 365 * 86400, "years": 365 * 86400,
+}  # fmt: skip
+
+_ITEM: Final = re.compile(
+    r"\s*(?P<count>\d+)\s*(?:/|\s+per\s+)\s*(?P<multiple>\d+)?\s*(?P<unit>[a-z]+)"
+    r"(?:\s+burst\s+(?P<burst>\d+))?\s*",
+    re.IGNORECASE,
+)
+_SEPARATORS: Final = re.compile(r"[;,|]")
+
+_ALGORITHMS: Final[dict[str, type[Policy]]] = {
+    "fixed_window": FixedWindow,
+    "fixed-window": FixedWindow,
+    "sliding_window": SlidingWindow,
+    "sliding-window": SlidingWindow,
+    "token_bucket": TokenBucket,
+    "token-bucket": TokenBucket,
+}
+
+
+def _algorithm(algorithm: str | type[Policy] | None) -> type[Policy] | None:
+    if algorithm is None:
+        return None
+    if isinstance(algorithm, type) and algorithm in (FixedWindow, SlidingWindow, TokenBucket):
+        return algorithm
+    if isinstance(algorithm, str) and algorithm.lower() in _ALGORITHMS:
+        return _ALGORITHMS[algorithm.lower()]
+    raise ConfigurationError(
+        f"unknown algorithm {algorithm!r}: use 'fixed_window', 'sliding_window', "
+        "'token_bucket' or one of the policy classes"
+    )
+
+
+def parse(text: str, algorithm: str | type[Policy] | None = None) -> list[Policy]:
+    """Parse limits written as text into policies, in the order written.
+
+    The grammar is that of the ``limits`` package: ``"10/second"``, ``"10 per 5 minutes"``,
+    ``"1/s;100/m"`` (items separated by ``;``, ``,`` or ``|``), units ``second``, ``minute``,
+    ``hour``, ``day``, ``month`` (30 days) and ``year`` (365 days) with their plurals and short
+    forms (``s``, ``m``, ``h``, ``d``, ``y``). A token bucket's item may end in ``burst N``.
+
+    ``algorithm`` picks the policy class (``"fixed_window"``, ``"sliding_window"``,
+    ``"token_bucket"`` or the class itself). By default items are sliding windows, and items
+    with ``burst`` are token buckets.
+
+    Raises ConfigurationError naming the item that cannot be read, an unknown unit or
+    algorithm, or ``burst`` given to a window algorithm.
+    """
+    if not isinstance(text, str):
+        raise ConfigurationError(f"limits must be text such as '10/second', got {text!r}")
+    chosen = _algorithm(algorithm)
+    policies: list[Policy] = []
+    for item in _SEPARATORS.split(text):
+        if not item.strip():
+            continue
+        match = _ITEM.fullmatch(item)
+        if match is None:
+            raise ConfigurationError(
+                f"cannot read limit {item.strip()!r}: write it as '10/second' or '10 per 5 minutes'"
+            )
+        unit = match["unit"].lower()
+        if unit not in _UNITS:
+            raise ConfigurationError(f"unknown time unit {match['unit']!r} in {item.strip()!r}")
+        count = int(match["count"])
+        period = _UNITS[unit] * int(match["multiple"] or 1)
+        burst = match["burst"]
+        cls = chosen or (TokenBucket if burst is not None else SlidingWindow)
+        if cls is TokenBucket:
+            policies.append(TokenBucket(count, period, int(burst) if burst else None))
+        elif burst is not None:
+            raise ConfigurationError(
+                f"'burst' in {item.strip()!r} applies to token buckets, not {cls.__name__}"
+            )
+        else:
+            policies.append(cls(count, period))  # type: ignore[call-arg]
+    if not policies:
+        raise ConfigurationError(f"no limit found in {text!r}")
+    return policies

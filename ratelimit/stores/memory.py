@@ -1,0 +1,114 @@
+"""The in-process store: the Python twin of the scripts, under one lock."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from ratelimit.errors import ConfigurationError
+from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
+
+__all__ = ["MemoryStore"]
+
+_Entry = tuple[list[int], int]  # (state, expires_at_ms)
+
+
+class MemoryStore(Store, AsyncStore):
+    """Keeps limiter state in this process; serves :class:`Limiter` and :class:`AsyncLimiter`.
+
+    Decisions are those of the Lua scripts, computed by their Python twin with the same integer
+    arithmetic under one lock (so it is thread-safe; a check never waits on I/O and the async
+    methods never block the loop for longer than that lock).
+
+    It holds at most ``max_keys`` keys (one per identifier and policy). When a new key would
+    exceed that, the least recently used key is dropped, which forgets that identifier's state
+    for the policy (it starts again with a full allowance). Keys whose TTL has passed are
+    dropped as writes go by. Time comes from the limiter (its ``clock``, else ``time.time``).
+
+    ::
+
+        limiter = rl.Limiter("10/second", store=rl.MemoryStore(max_keys=50_000))
+
+    Raises ConfigurationError for a ``max_keys`` that is not a positive integer.
+    """
+
+    needs_clock = True
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigurationError(f"max_keys must be a positive integer, got {max_keys!r}")
+        self.max_keys = max_keys
+        self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_keys={self.max_keys}, keys={len(self._data)})"
+
+    def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                 charge: bool) -> Reply:  # fmt: skip
+        """Run ``plan`` on ``keys`` at ``now`` (required: milliseconds). Never raises StoreError."""
+        if now is None:
+            raise ConfigurationError("MemoryStore needs the time from the limiter")
+        data = self._data
+        with self._lock:
+            reply = [1]
+            states = []
+            for key, (load, report, _, limit, period, rate) in zip(keys, plan.steps, strict=True):
+                entry = data.get(key)
+                stored = None
+                if entry is not None:
+                    if entry[1] < now:
+                        del data[key]
+                    else:
+                        data.move_to_end(key)
+                        stored = entry[0]
+                state = load(stored, now, limit, period, rate)
+                states.append(state)
+                allowed, remaining, reset, retry = report(state, now, limit, period, rate, cost)
+                if not allowed:
+                    reply[0] = 0
+                reply += (allowed, remaining, reset, retry)
+            if reply[0] and cost and charge:
+                at = 2
+                for key, state, (_, report, spend, limit, period, rate) in zip(
+                    keys, states, plan.steps, strict=True
+                ):
+                    ttl = spend(state, now, limit, period, rate, cost)
+                    data[key] = (state, now + max(ttl, 1))
+                    data.move_to_end(key)
+                    _, reply[at], reply[at + 1], _ = report(state, now, limit, period, rate, 0)
+                    at += 4
+                self._trim(now)
+            return reply
+
+    def _trim(self, now: int) -> None:
+        """Drop expired keys at the cold end, then the least recently used beyond max_keys."""
+        data = self._data
+        for _ in range(2):
+            if not data:
+                return
+            key, (_, expires_at) = next(iter(data.items()))
+            if expires_at >= now:
+                break
+            del data[key]
+        while len(data) > self.max_keys:
+            data.popitem(last=False)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """Forget these keys."""
+        with self._lock:
+            for key in keys:
+                self._data.pop(key, None)
+
+    async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                        charge: bool) -> Reply:  # fmt: skip
+        """As :meth:`evaluate`; holds the lock only for the computation."""
+        return self.evaluate(plan, keys, now, cost, charge)
+
+    async def adelete(self, keys: Sequence[str]) -> None:
+        """As :meth:`delete`."""
+        self.delete(keys)

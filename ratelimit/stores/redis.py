@@ -1,0 +1,157 @@
+"""Redis, Valkey and Redis Cluster, through redis-py: one ``EVALSHA`` per check.
+
+redis-py is imported when a store is built, never when ``ratelimit`` is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ratelimit.errors import StoreError
+from ratelimit.scripts import limiter_script
+from ratelimit.stores.base import AsyncStore, Plan, Reply, Store, script_args
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
+
+__all__ = ["AsyncRedisStore", "RedisStore"]
+
+# Limiter-grade client settings: a limiter must answer in milliseconds or step aside, and a
+# script must never be sent twice because the first attempt timed out (it may have run).
+_TIMEOUT = 0.05
+
+
+def _limiter_grade(kwargs: dict[str, Any]) -> dict[str, Any]:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    settings: dict[str, Any] = {
+        "socket_timeout": _TIMEOUT,
+        "socket_connect_timeout": _TIMEOUT,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+    }
+    settings.update(kwargs)
+    return settings
+
+
+class _RedisBase:
+    """What the sync and async Redis stores share: the script, its arguments, the errors."""
+
+    def __init__(self, client: Any) -> None:
+        from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+
+        self._client = client
+        self._script = limiter_script()
+        self._noscript: type[Exception] = NoScriptError
+        self._errors: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client this store uses."""
+        return self._client
+
+    def _failed(self, error: Exception) -> StoreError:
+        return StoreError(f"{type(self).__name__} failed: {type(error).__name__}: {error}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._client!r})"
+
+
+class RedisStore(_RedisBase, Store):
+    """Limiter state in Redis or Valkey (≥ 7), single node or cluster, through a sync client.
+
+    Takes a ``redis.Redis`` or ``redis.cluster.RedisCluster`` (also Sentinel's master client).
+    Each ``hit``/``peek`` is one ``EVALSHA`` of the limiter script, whatever the number of
+    policies; when the server does not know the script (restart, failover, ``SCRIPT FLUSH``) the
+    same call is sent once more as ``EVAL`` with the text, which caches it. No other error is
+    retried: a hit is not idempotent. All keys of one identifier share one hash tag, so one
+    call touches one cluster slot.
+
+    Calls block on the network. Raises StoreError, chained from redis-py's error.
+    """
+
+    _client: redis.Redis | redis.cluster.RedisCluster
+
+    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster) -> None:
+        super().__init__(client)
+
+    @classmethod
+    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> RedisStore:
+        """A store on a new client for ``url`` with limiter-grade settings: 50 ms socket and
+        connect timeouts, no automatic retries. ``cluster=True`` builds a RedisCluster.
+        Keyword arguments override the settings and go to redis-py."""
+        if cluster:
+            from redis.cluster import RedisCluster
+
+            return cls(RedisCluster.from_url(url, **_limiter_grade(kwargs)))
+        import redis
+
+        return cls(redis.Redis.from_url(url, **_limiter_grade(kwargs)))
+
+    def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                 charge: bool) -> Reply:  # fmt: skip
+        args = script_args(plan, keys, now, cost, charge)
+        script = self._script
+        execute: Any = self._client.execute_command
+        try:
+            try:
+                return execute("EVALSHA", script.sha, *args)  # type: ignore[no-any-return]
+            except self._noscript:
+                return execute("EVAL", script.text, *args)  # type: ignore[no-any-return]
+        except self._errors as error:
+            raise self._failed(error) from error
+
+    def delete(self, keys: Sequence[str]) -> None:
+        try:
+            self._client.delete(*keys)
+        except self._errors as error:
+            raise self._failed(error) from error
+
+
+class AsyncRedisStore(_RedisBase, AsyncStore):
+    """:class:`RedisStore` for ``redis.asyncio.Redis`` and ``redis.asyncio.cluster.RedisCluster``.
+
+    The same script and rules; calls await the network instead of blocking.
+    Raises StoreError, chained from redis-py's error.
+    """
+
+    _client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+    def __init__(self, client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster) -> None:
+        super().__init__(client)
+
+    @classmethod
+    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> AsyncRedisStore:
+        """As :meth:`RedisStore.from_url`, with an asyncio client."""
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return cls(RedisCluster.from_url(url, **_limiter_grade(kwargs)))
+        import redis.asyncio
+
+        return cls(redis.asyncio.Redis.from_url(url, **_limiter_grade(kwargs)))
+
+    async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                        charge: bool) -> Reply:  # fmt: skip
+        args = script_args(plan, keys, now, cost, charge)
+        script = self._script
+        execute: Any = self._client.execute_command
+        try:
+            try:
+                return await execute("EVALSHA", script.sha, *args)  # type: ignore[no-any-return]
+            except self._noscript:
+                return await execute("EVAL", script.text, *args)  # type: ignore[no-any-return]
+        except self._errors as error:
+            raise self._failed(error) from error
+
+    async def adelete(self, keys: Sequence[str]) -> None:
+        try:
+            await self._client.delete(*keys)
+        except self._errors as error:
+            raise self._failed(error) from error
