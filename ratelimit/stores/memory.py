@@ -61,10 +61,8 @@ class MemoryStore(Store, AsyncStore):
                 entry = data.get(key)
                 stored = None
                 if entry is not None:
-                    if entry[1] < now:
-                        del data[key]
-                    else:
-                        data.move_to_end(key)
+                    data.move_to_end(key)
+                    if entry[1] >= now:  # else expired: as good as absent
                         stored = entry[0]
                 state = load(stored, now, limit, period, rate)
                 states.append(state)

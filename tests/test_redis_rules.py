@@ -1,0 +1,120 @@
+"""The Redis rules on real servers (and fakeredis where it can tell): one script call per
+check, NOSCRIPT recovery, TTLs on every key, exact-key reset, server time by default."""
+
+from __future__ import annotations
+
+import time
+
+import ratelimit as rl
+from tests.conftest import Clock, Lane
+
+POLICIES = [rl.FixedWindow(50, 60), rl.SlidingWindow(40, 30), rl.TokenBucket(5, 1, burst=20)]
+
+
+def _script_calls(stats: dict[str, int]) -> int:
+    return stats.get("evalsha", 0) + stats.get("eval", 0)
+
+
+async def test_one_script_call_per_hit_whatever_the_policies(real_lane: Lane, clock: Clock) -> None:
+    server = real_lane.server
+    assert server is not None
+    limiter = real_lane.limiter(POLICIES, clock=clock)
+    for i in range(3):  # load the script on every node these keys live on (EVALSHA, EVAL)
+        await limiter.peek(f"user:{i}")
+    server.reset_stats()
+    for i in range(25):
+        await limiter.hit(f"user:{i % 3}")
+        await limiter.peek(f"user:{i % 3}")
+    stats = server.commandstats()
+    assert stats.get("evalsha") == 50, stats
+    assert _script_calls(stats) == 50
+    # no EVAL resend, no SCRIPT LOAD, no TIME round trip from the client per check
+    assert "eval" not in stats and "script|load" not in stats and "time" not in stats, stats
+
+
+async def test_script_flush_mid_run_changes_nothing(script_lane: Lane, clock: Clock) -> None:
+    lane = script_lane
+    limiter = lane.limiter(POLICIES, clock=clock)
+    for _ in range(3):
+        assert (await limiter.hit("k")).allowed
+    if lane.server is not None:
+        lane.server.flush_scripts()
+        lane.server.reset_stats()
+    else:
+        result = lane.raw.script_flush()
+        if not isinstance(result, bool):
+            await result
+    d = await limiter.hit("k")
+    assert d.allowed and d.details[0].remaining == 46
+    if lane.server is not None:
+        stats = lane.server.commandstats()
+        # exactly one EVALSHA that met NOSCRIPT, and one EVAL that ran and cached it
+        assert stats.get("evalsha") == 1 and stats.get("eval") == 1, stats
+        await limiter.hit("k")
+        assert lane.server.commandstats().get("evalsha") == 2
+
+
+async def test_every_key_gets_a_ttl_no_longer_than_needed(real_lane: Lane, clock: Clock) -> None:
+    server = real_lane.server
+    assert server is not None
+    limiter = real_lane.limiter(POLICIES, clock=clock, prefix="ttl")
+    for i in range(30):
+        await limiter.hit(f"user:{i % 7}", cost=1 + i % 3)
+        clock.advance(137)
+    assert server.keys_without_ttl() == []
+    client = server.client(decode_responses=True)
+    try:
+        for key in rl.Limiter(POLICIES, prefix="ttl").keys("user:0"):
+            ttl = client.pttl(key)
+            policy = POLICIES[[p.id for p in POLICIES].index(key.rsplit(":", 1)[1])]
+            bound = 2 * policy.period_ms if isinstance(policy, rl.SlidingWindow) else (
+                policy.period_ms if isinstance(policy, rl.FixedWindow) else 4_000)  # fmt: skip
+            assert 0 < ttl <= bound, (key, ttl)
+    finally:
+        client.close()
+
+
+async def test_reset_deletes_exact_keys_only(real_lane: Lane, clock: Clock) -> None:
+    server = real_lane.server
+    assert server is not None
+    limiter = real_lane.limiter(POLICIES, clock=clock)
+    for key in ("user:1", "user:10", "user:1*", "user:?"):
+        await limiter.hit(key)
+    server.reset_stats()
+    await limiter.reset("user:1*")
+    stats = server.commandstats()
+    assert stats.get("del") == 1 and "scan" not in stats and "keys" not in stats, stats
+    for key in ("user:1", "user:10", "user:?"):
+        assert (await limiter.peek(key)).details[0].remaining == 49
+    assert (await limiter.peek("user:1*")).details[0].remaining == 50
+
+
+async def test_server_time_is_the_default_clock(real_lane: Lane) -> None:
+    """With no clock=, the script reads the server's TIME: a window opened now has a full
+    period ahead of it, whatever this process's clock says."""
+    limiter = real_lane.limiter(rl.FixedWindow(1, 5))
+    assert (await limiter.hit("k")).allowed
+    d = await limiter.hit("k")
+    assert not d.allowed
+    assert 4.0 < d.retry_after <= 5.0
+
+
+async def test_server_time_decides_refill(real_lane: Lane) -> None:
+    """Real time is the subject here: 120 ms of server time refill a 20-per-second bucket."""
+    limiter = real_lane.limiter(rl.TokenBucket(20, 1, burst=1))
+    assert (await limiter.hit("k")).allowed
+    d = await limiter.hit("k")
+    assert not d.allowed and 0 < d.retry_after <= 0.05
+    time.sleep(0.12)
+    assert (await limiter.hit("k")).allowed
+
+
+async def test_cluster_keys_of_one_identifier_share_a_slot(servers: object) -> None:
+    from redis.cluster import key_slot
+
+    limiter = rl.Limiter(POLICIES, prefix="api")
+    from tests.test_algorithms import ODD
+
+    for key in ODD:
+        slots = {key_slot(k.encode("utf-8")) for k in limiter.keys(key)}
+        assert len(slots) == 1, (key, slots)
