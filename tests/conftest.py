@@ -192,8 +192,6 @@ def make_clock() -> Callable[[], Clock]:
     return Clock
 
 
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_logreport(report: pytest.TestReport) -> Iterator[None]:
     if os.environ.get(REQUIRE_ENV) == "1" and report.skipped and not hasattr(report, "wasxfail"):

@@ -3,7 +3,7 @@ check, NOSCRIPT recovery, TTLs on every key, exact-key reset, server time by def
 
 from __future__ import annotations
 
-import time
+import asyncio
 
 import ratelimit as rl
 from tests.conftest import Clock, Lane
@@ -105,7 +105,7 @@ async def test_server_time_decides_refill(real_lane: Lane) -> None:
     assert (await limiter.hit("k")).allowed
     d = await limiter.hit("k")
     assert not d.allowed and 0 < d.retry_after <= 0.05
-    time.sleep(0.12)
+    await asyncio.sleep(0.12)
     assert (await limiter.hit("k")).allowed
 
 

@@ -1,0 +1,186 @@
+"""Property tests (hypothesis) of the algorithm rules, and the differential test: the Lua on a
+real server and the memory store's Python twin give identical decisions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ratelimit as rl
+from tests.conftest import Clock, Lane
+
+periods = st.sampled_from([1, 2, 3, 7, 10, 60, 0.25, 1.5])
+window_policies = st.builds(
+    lambda cls, limit, period: cls(limit, period),
+    st.sampled_from([rl.FixedWindow, rl.SlidingWindow]),
+    st.integers(1, 12),
+    periods,
+)
+bucket_policies = st.builds(
+    lambda rate, period, burst: rl.TokenBucket(rate, period, burst=burst),
+    st.integers(1, 7),
+    periods,
+    st.integers(1, 12),
+)
+policies = st.one_of(window_policies, bucket_policies)
+policy_lists = st.lists(policies, min_size=1, max_size=3, unique_by=lambda p: p.id)
+steps = st.lists(
+    st.tuples(
+        st.sampled_from([0, 0, 1, 3, 50, 333, 1000, 2500, 9000, 61000]),  # ms to advance
+        st.integers(0, 12),  # cost, clipped to the capacity
+        st.sampled_from(["a", "b"]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _run(policy_list: list[rl.Policy], script: list[tuple[int, int, str]]):  # type: ignore[no-untyped-def]
+    clock = Clock()
+    limiter = rl.Limiter(policy_list, clock=clock)
+    capacity = min(p.limit for p in policy_list)
+    for dt, cost, key in script:
+        clock.advance(dt)
+        yield clock, limiter, min(cost, capacity), key
+
+
+@SETTINGS
+@given(policy_list=policy_lists, script=steps)
+def test_retry_after_is_exact_and_nothing_is_charged_on_deny(
+    policy_list: list[rl.Policy], script: list[tuple[int, int, str]]
+) -> None:
+    for clock, limiter, cost, key in _run(policy_list, script):
+        before = limiter.peek(key, cost)
+        d = limiter.hit(key, cost)
+        assert 0 <= d.remaining <= d.limit
+        assert all(0 <= x.remaining <= x.limit for x in d.details)
+        assert d.allowed == before.allowed
+        if d.allowed:
+            assert d.retry_after == 0
+            continue
+        # a denial changes nothing, in any policy
+        assert limiter.peek(key, cost) == before
+        retry = round(d.retry_after * 1000)
+        assert retry >= 1
+        assert retry == max(round(x.retry_after * 1000) for x in d.details)
+        # the same cost is denied one millisecond early and allowed on time
+        now = clock.ms
+        clock.ms = now + retry - 1
+        assert not limiter.peek(key, cost).allowed
+        clock.ms = now + retry
+        assert limiter.peek(key, cost).allowed
+        clock.ms = now
+
+
+@SETTINGS
+@given(policy_list=policy_lists, script=steps)
+def test_reset_after_is_exact(
+    policy_list: list[rl.Policy], script: list[tuple[int, int, str]]
+) -> None:
+    for clock, limiter, cost, key in _run(policy_list, script):
+        d = limiter.hit(key, cost)
+        now = clock.ms
+        for i, detail in enumerate(d.details):
+            reset = round(detail.reset_after * 1000)
+            if reset == 0:
+                assert detail.remaining == detail.limit
+                continue
+            clock.ms = now + reset - 1
+            assert limiter.peek(key, 0).details[i].remaining < detail.limit
+            clock.ms = now + reset
+            assert limiter.peek(key, 0).details[i].remaining == detail.limit
+            clock.ms = now
+
+
+@SETTINGS
+@given(
+    limit=st.integers(1, 10),
+    period=periods,
+    gaps=st.lists(st.integers(0, 3000), min_size=1, max_size=60),
+)
+def test_fixed_window_never_admits_more_than_limit_per_window(
+    limit: int, period: float, gaps: list[int]
+) -> None:
+    clock = Clock()
+    limiter = rl.Limiter(rl.FixedWindow(limit, period), clock=clock)
+    window_start: int | None = None
+    admitted = 0
+    period_ms = round(period * 1000)
+    for gap in gaps:
+        clock.advance(gap)
+        if window_start is not None and clock.ms >= window_start + period_ms:
+            window_start, admitted = None, 0
+        if limiter.hit("k").allowed:
+            if window_start is None:
+                window_start = clock.ms
+            admitted += 1
+        assert admitted <= limit
+
+
+@SETTINGS
+@given(
+    rate=st.integers(1, 5),
+    burst=st.integers(1, 10),
+    gaps=st.lists(st.integers(0, 700), min_size=1, max_size=80),
+)
+def test_token_bucket_admits_at_most_burst_plus_refill(
+    rate: int, burst: int, gaps: list[int]
+) -> None:
+    clock = Clock()
+    limiter = rl.Limiter(rl.TokenBucket(rate, 1, burst=burst), clock=clock)
+    start = clock.ms
+    admitted = 0
+    for gap in gaps:
+        clock.advance(gap)
+        admitted += limiter.hit("k").allowed
+        assert admitted * 1000 <= burst * 1000 + rate * (clock.ms - start)
+
+
+async def _compare(lane: Lane, policy_list: list[rl.Policy], seed: int, n: int) -> int:
+    rng = random.Random(seed)
+    clock = Clock()
+    lua = lane.limiter(policy_list, clock=clock, prefix=f"diff{seed}")
+    twin = rl.Limiter(policy_list, clock=clock, prefix=f"diff{seed}")
+    capacity = min(p.limit for p in policy_list)
+    checked = 0
+    for _ in range(n):
+        clock.advance(rng.choice([0, 0, 1, 7, 100, 333, 999, 1000, 4000, 30_000]))
+        key = rng.choice(["a", "b", "c", "{d}"])
+        cost = min(rng.choice([0, 1, 1, 1, 2, 3, 5]), capacity)
+        op = rng.choice(
+            ["hit", "hit", "hit", "peek", "reset"]
+            if rng.random() < 0.05
+            else ["hit", "hit", "peek"]
+        )
+        if op == "reset":
+            await lua.reset(key)
+            twin.reset(key)
+            continue
+        got = await getattr(lua, op)(key, cost)
+        want = getattr(twin, op)(key, cost)
+        assert got == want, f"step {checked} at {clock.ms}: {op}({key!r}, {cost}): {got} != {want}"
+        assert got.details == want.details
+        checked += 1
+    return checked
+
+
+DIFF_POLICIES = [
+    [rl.FixedWindow(5, 10)],
+    [rl.SlidingWindow(7, 3)],
+    [rl.TokenBucket(3, 1, burst=4)],
+    [rl.SlidingWindow(10, 60), rl.TokenBucket(2, 1, burst=5)],
+    [rl.FixedWindow(4, 2), rl.SlidingWindow(9, 7)],
+]
+
+
+@pytest.mark.parametrize("policy_list", DIFF_POLICIES, ids=lambda ps: "+".join(p.id for p in ps))
+async def test_lua_and_python_twin_agree(script_lane: Lane, policy_list: list[rl.Policy]) -> None:
+    checked = 0
+    for seed in range(3):
+        checked += await _compare(script_lane, policy_list, seed, 400)
+    assert checked > 1000
