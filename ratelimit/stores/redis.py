@@ -44,12 +44,15 @@ class _RedisBase:
     """What the sync and async Redis stores share: the script, its arguments, the errors."""
 
     def __init__(self, client: Any) -> None:
-        from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+        from redis.exceptions import NoScriptError
 
         self._client = client
         self._script = limiter_script()
         self._noscript: type[Exception] = NoScriptError
-        self._errors: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+        # redis-py's errors (RedisError, RedisClusterException) and anything else the client
+        # raises: a failing client must become a StoreError that on_error handles, never an
+        # exception that escapes to the application as a 500.
+        self._errors: tuple[type[Exception], ...] = (Exception,)
 
     @property
     def client(self) -> Any:
@@ -125,6 +128,11 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
 
     def __init__(self, client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster) -> None:
         super().__init__(client)
+        # redis-py's asyncio RedisCluster breaks when many first commands race before it has
+        # read the slot map; its initialize() is locked, so every first caller awaits it.
+        self._uninitialized: bool = type(client).__name__ == "RedisCluster" and hasattr(
+            client, "initialize"
+        )
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> AsyncRedisStore:
@@ -143,6 +151,9 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
         script = self._script
         execute: Any = self._client.execute_command
         try:
+            if self._uninitialized:
+                await self._client.initialize()
+                self._uninitialized = False
             try:
                 return await execute("EVALSHA", script.sha, *args)  # type: ignore[no-any-return]
             except self._noscript:
