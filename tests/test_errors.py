@@ -1,0 +1,114 @@
+"""Bad input gets a clear error and loses nothing; a store that is down follows on_error."""
+
+from __future__ import annotations
+
+import pytest
+
+import ratelimit as rl
+from tests.conftest import Clock, Lane
+from tests.servers import free_port
+
+
+@pytest.mark.parametrize(
+    ("cost", "message"),
+    [
+        (-1, "cost must be a non-negative integer, got -1"),
+        (1.5, "cost must be a non-negative integer, got 1.5"),
+        ("1", "cost must be a non-negative integer, got '1'"),
+        (True, "cost must be a non-negative integer, got True"),
+        (None, "cost must be a non-negative integer, got None"),
+        (6, r"cost 6 is more than TokenBucket\(rate=1, period=1, burst=5\) can ever allow \(5\)"),
+    ],
+)
+async def test_bad_costs(lane: Lane, clock: Clock, cost: object, message: str) -> None:
+    limiter = lane.limiter([rl.FixedWindow(10, 60), rl.TokenBucket(1, 1, burst=5)], clock=clock)
+    await limiter.hit("k", 3)
+    for method in (limiter.hit, limiter.peek, limiter.wait):
+        with pytest.raises(rl.ConfigurationError, match=message):
+            await method("k", cost)  # type: ignore[arg-type]
+    d = await limiter.peek("k")
+    assert [x.remaining for x in d.details] == [7, 2]  # nothing was lost or charged
+
+
+@pytest.mark.parametrize("key", [None, 42, b"bytes", ("a",)])
+async def test_bad_keys(lane: Lane, clock: Clock, key: object) -> None:
+    limiter = lane.limiter("5/minute", clock=clock)
+    with pytest.raises(rl.ConfigurationError, match="a rate-limit key must be a str"):
+        await limiter.hit(key)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"limits": "10/fortnight"}, "unknown time unit 'fortnight'"),
+        ({"limits": []}, "at least one limit"),
+        ({"limits": 10}, "limits must be text"),
+        ({"limits": [rl.FixedWindow(1, 1), 3]}, "not a limit: 3"),
+        ({"limits": ["1/s", rl.SlidingWindow(1, 1)]}, "is given twice"),
+        ({"prefix": ""}, "prefix must be non-empty"),
+        ({"prefix": "a{b"}, "prefix must be non-empty text without braces"),
+        ({"on_error": "ignore"}, "on_error must be 'allow', 'deny' or 'raise', got 'ignore'"),
+        ({"clock": 5}, "clock must be a callable"),
+        ({"store": object()}, "Limiter needs a sync store"),
+    ],
+)
+def test_bad_limiter_options(kwargs: dict[str, object], message: str) -> None:
+    options: dict[str, object] = {"limits": "1/s"} | kwargs
+    with pytest.raises(rl.ConfigurationError, match=message):
+        rl.Limiter(**options)  # type: ignore[arg-type]
+
+
+def test_limiter_faces_need_matching_stores() -> None:
+    import redis
+    import redis.asyncio
+
+    sync_store = rl.RedisStore(redis.Redis())
+    async_store = rl.AsyncRedisStore(redis.asyncio.Redis())
+    with pytest.raises(rl.ConfigurationError, match="use Limiter for sync stores"):
+        rl.AsyncLimiter("1/s", store=sync_store)  # type: ignore[arg-type]
+    with pytest.raises(rl.ConfigurationError, match="use AsyncLimiter for async stores"):
+        rl.Limiter("1/s", store=async_store)  # type: ignore[arg-type]
+    with pytest.raises(rl.ConfigurationError, match="max_keys must be a positive integer"):
+        rl.MemoryStore(max_keys=0)
+
+
+def _dead_store(is_async: bool) -> rl.RedisStore | rl.AsyncRedisStore:
+    """A store whose server refuses connections (nothing listens on the port)."""
+    url = f"redis://127.0.0.1:{free_port()}"
+    if is_async:
+        return rl.AsyncRedisStore.from_url(url)
+    return rl.RedisStore.from_url(url)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_store_down_follows_on_error(is_async: bool) -> None:
+    store = _dead_store(is_async)
+    cls = rl.AsyncLimiter if is_async else rl.Limiter
+
+    async def run(limiter: rl.Limiter | rl.AsyncLimiter, method: str) -> object:
+        result = getattr(limiter, method)("k")
+        return await result if is_async else result
+
+    allow = cls("5/minute", store=store, on_error="allow")  # type: ignore[arg-type]
+    d = await run(allow, "hit")
+    assert isinstance(d, rl.Decision)
+    assert d.allowed and d.reason == "store_error" and d.retry_after == 0
+    assert (await run(allow, "peek")).reason == "store_error"  # type: ignore[attr-defined]
+    assert await run(allow, "reset") is None
+
+    deny = cls("5/minute", store=store, on_error="deny")  # type: ignore[arg-type]
+    d = await run(deny, "hit")
+    assert isinstance(d, rl.Decision)
+    assert not d.allowed and d.reason == "store_error" and d.retry_after > 0
+
+    strict = cls("5/minute", store=store, on_error="raise")  # type: ignore[arg-type]
+    for method in ("hit", "peek", "reset"):
+        with pytest.raises(rl.StoreError, match="ConnectionError") as caught:
+            await run(strict, method)
+        import redis.exceptions
+
+        assert isinstance(caught.value.__cause__, redis.exceptions.ConnectionError)
+    client = store.client
+    closing = client.aclose() if is_async else client.close()
+    if closing is not None:
+        await closing

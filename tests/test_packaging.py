@@ -1,0 +1,63 @@
+"""The wheel carries the one copy of the Lua, byte for byte, and the type marker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from ratelimit.scripts import LUA_FILES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_ships_lua_identical_to_the_source(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (wheel,) = tmp_path.glob("ratelimit-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        sources = sorted(p.name for p in (ROOT / "lua").glob("*.lua"))
+        assert sorted(LUA_FILES) == sources
+        for name in sources:
+            assert zf.read(f"ratelimit/lua/{name}") == (ROOT / "lua" / name).read_bytes()
+        assert "ratelimit/py.typed" in names
+        assert not any(n.startswith(("tests/", "benchmarks/", "lua/")) for n in names)
+
+
+def test_installed_wheel_finds_its_lua(tmp_path: Path) -> None:
+    """Unpacked as an installed wheel (no lua/ beside the package), the loader finds the
+    copy inside the package and decides as the source checkout does."""
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (wheel,) = tmp_path.glob("ratelimit-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    code = (
+        "import ratelimit, ratelimit.scripts as s;print(s.lua_dir()); print(s.limiter_script().sha)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+    from ratelimit.scripts import limiter_script
+
+    assert out[0] == str(site / "ratelimit" / "lua")
+    assert out[1] == limiter_script().sha
