@@ -12,8 +12,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, Literal
 
+from ratelimit.breaker import CircuitBreaker
+from ratelimit.cache import DeniedCache
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
+from ratelimit.events import Event, EventKind
 from ratelimit.policies import Policy, parse
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
 from ratelimit.stores.memory import MemoryStore
@@ -29,8 +32,10 @@ MAX_IDENTIFIER: Final = 200
 # marks a hashed identifier, so a plain one can never equal a hashed one).
 _UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]|\A#")
 _PREFIX_UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]")
-# How long a store-error denial asks clients to wait, in seconds.
+# How long a store-error denial asks clients to wait at least, in seconds.
 _ERROR_RETRY: Final = 1.0
+#: Denied keys a limiter on a remote store remembers by default.
+DENY_CACHE_SIZE: Final = 10_000
 
 
 def identifier(key: str) -> str:
@@ -87,18 +92,23 @@ def _policies(limits: Limits) -> tuple[Policy, ...]:
 
 
 class _LimiterBase:
-    """The I/O-free core shared by :class:`Limiter` and :class:`AsyncLimiter`."""
+    """The I/O-free core shared by :class:`Limiter` and :class:`AsyncLimiter`: keys, clock,
+    cost checks, the store's reply as a Decision, the failure policy, the breaker, the cache of
+    denied keys and events. The two faces only differ in how they call the store."""
 
-    __slots__ = ("_capacity", "_clock", "_on_error", "_plan", "_prefix", "_sleep", "_store",
-                 "_store_clock", "_suffixes")  # fmt: skip
+    __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_on_error", "_on_event",
+                 "_plan", "_prefix", "_sleep", "_store", "_store_clock",
+                 "_suffixes")  # fmt: skip
 
     def __init__(
         self,
         limits: Limits,
-        store: object,
+        store: Store | AsyncStore,
         prefix: str,
         on_error: OnError,
         clock: Callable[[], float] | None,
+        deny_cache: int | None,
+        on_event: Callable[[Event], object] | None,
     ) -> None:
         policies = _policies(limits)
         if not isinstance(prefix, str) or not prefix or _PREFIX_UNSAFE.search(prefix):
@@ -112,14 +122,27 @@ class _LimiterBase:
             )
         if clock is not None and not callable(clock):
             raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
+        if on_event is not None and not callable(on_event):
+            raise ConfigurationError(f"on_event must be a callable, got {on_event!r}")
+        if deny_cache is None:
+            deny_cache = 0 if store.needs_clock else DENY_CACHE_SIZE
+        if isinstance(deny_cache, bool) or not isinstance(deny_cache, int) or deny_cache < 0:
+            raise ConfigurationError(
+                f"deny_cache must be a number of keys (0 turns it off), got {deny_cache!r}"
+            )
         self._plan = Plan(policies)
         self._prefix = prefix
         self._suffixes = tuple("}:" + p.id for p in policies)
         self._capacity = min(p.limit for p in policies)
         self._on_error: OnError = on_error
         self._clock = clock
-        self._store_clock = clock is None and not getattr(store, "needs_clock", False)
+        self._store_clock = clock is None and not store.needs_clock
         self._sleep: Callable[[float], object] | None = None
+        self._denied = DeniedCache(deny_cache) if deny_cache else None
+        self._on_event = on_event
+        self._breaker: CircuitBreaker | None = store.breaker
+        if on_event is not None and self._breaker is not None:
+            self._breaker.subscribe(self._breaker_event)
 
     @property
     def policies(self) -> tuple[Policy, ...]:
@@ -136,6 +159,12 @@ class _LimiterBase:
         """What a store failure decides: ``"allow"``, ``"deny"`` or ``"raise"``."""
         return self._on_error
 
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The store's circuit breaker (None for the memory store): ``breaker.state`` is
+        ``"closed"``, ``"open"`` or ``"half_open"``."""
+        return self._breaker
+
     def keys(self, key: str) -> list[str]:
         """The exact store keys of ``key``: ``<prefix>:{<identifier>}:<policy id>``, one per
         policy. Raises ConfigurationError for a non-str key."""
@@ -150,6 +179,10 @@ class _LimiterBase:
             return None
         return round(time.time() * 1000)
 
+    def _local(self) -> float:
+        """Seconds on the local clock that times waits and cached denials."""
+        return self._clock() if self._clock is not None else time.monotonic()
+
     def _check_cost(self, cost: int) -> None:
         if type(cost) is int and 0 <= cost <= self._capacity:
             return
@@ -163,12 +196,42 @@ class _LimiterBase:
             "such a hit would be denied forever"
         )
 
+    def _start(self, key: str, cost: int) -> Decision | list[str]:
+        """Before a store call: a Decision when none is needed (a cached denial, or the
+        breaker is open), else the store keys. Raises ConfigurationError for bad input."""
+        self._check_cost(cost)
+        keys = self.keys(key)
+        denied = self._denied
+        if denied is not None:
+            cached = denied.get(key, cost, self._local())
+            if cached is not None:
+                if self._on_event is not None:
+                    self._emit("cached", cached.policy)
+                return cached
+        breaker = self._breaker
+        if breaker is not None and not breaker.allow():
+            return self._failed(None)
+        return keys
+
+    def _finish(self, key: str, cost: int, reply: Reply) -> Decision:
+        """After a store call that answered: the Decision, with the breaker, cache and events
+        told."""
+        breaker = self._breaker
+        if breaker is not None and breaker.state != "closed":
+            breaker.success()
+        decision = self._decide(reply)
+        denied = self._denied
+        if denied is not None and not decision.allowed:
+            denied.put(key, cost, decision, self._local())
+        if self._on_event is not None:
+            self._emit("allowed" if decision.allowed else "denied", decision.policy)
+        return decision
+
     def _decide(self, reply: Reply) -> Decision:
-        policies = self._plan.policies
         details: list[Decision] = []
         allowed = reply[0] == 1
         at = 1
-        for policy in policies:
+        for policy in self._plan.policies:
             ok, remaining, reset_ms, retry_ms = reply[at : at + 4]
             at += 4
             d = Decision(ok == 1, policy.limit, remaining, reset_ms / 1000, retry_ms / 1000,
@@ -184,50 +247,92 @@ class _LimiterBase:
         return Decision(allowed, binding.limit, binding.remaining, binding.reset_after,
                         binding.retry_after, binding.policy, tuple(details))  # fmt: skip
 
-    def _failed(self, error: StoreError) -> Decision:
-        """The decision ``on_error`` makes when the store failed; re-raises for ``"raise"``."""
+    def _failed(self, error: StoreError | None) -> Decision:
+        """The decision ``on_error`` makes when the store failed (``error``) or the breaker
+        kept the call from it (None). Raises StoreError for ``"raise"``."""
+        breaker = self._breaker
+        if error is not None and breaker is not None:
+            breaker.failure(error)
+        if self._on_event is not None:
+            self._emit("store_error", self._plan.policies[0], error)
         if self._on_error == "raise":
-            raise error
-        policy = self._plan.policies[0]
+            if error is not None:
+                raise error
+            last = breaker.last_error if breaker is not None else None
+            raise StoreError(
+                f"the store is unavailable (circuit breaker open for another "
+                f"{breaker.retry_after if breaker else 0:.2f}s after: {last})"
+            ) from (last.__cause__ or last if last is not None else None)
         allowed = self._on_error == "allow"
-        retry = 0.0 if allowed else _ERROR_RETRY
+        retry = 0.0 if allowed else max(_ERROR_RETRY, breaker.retry_after if breaker else 0.0)
         details = tuple(
             Decision(allowed, p.limit, 0, 0.0, retry, p, (), "store_error")
             for p in self._plan.policies
         )
+        policy = self._plan.policies[0]
         return Decision(allowed, policy.limit, 0, 0.0, retry, policy, details, "store_error")
+
+    def _forget(self, key: str) -> list[str]:
+        keys = self.keys(key)
+        if self._denied is not None:
+            self._denied.discard(key)
+        return keys
+
+    def _emit(self, kind: EventKind, policy: Policy | None,
+              error: BaseException | None = None) -> None:  # fmt: skip
+        listener = self._on_event
+        if listener is None:
+            return
+        try:
+            listener(Event(kind, self._prefix, policy, error))
+        except Exception:
+            import logging
+
+            logging.getLogger("ratelimit").exception("ratelimit: on_event listener failed")
+
+    def _breaker_event(self, event: str, breaker: CircuitBreaker) -> None:
+        kind: EventKind = "breaker_open" if event == "open" else "breaker_closed"
+        self._emit(kind, None, breaker.last_error if event == "open" else None)
 
     def _timed_out(self, decision: Decision, deadline: float | None) -> bool:
         if deadline is None:
             return False
-        return self._monotonic() + decision.retry_after > deadline
-
-    def _monotonic(self) -> float:
-        return self._clock() if self._clock is not None else time.monotonic()
+        return self._local() + decision.retry_after > deadline
 
     def __repr__(self) -> str:
         policies = ", ".join(map(repr, self._plan.policies))
         return f"{type(self).__name__}([{policies}], prefix={self._prefix!r})"
 
 
-class Limiter(_LimiterBase):
-    """Decides, per key, whether a caller may go on; for sync code.
-
+_OPTIONS_DOC = """
     ``limits``: text such as ``"100/minute; 1000/day"`` (see :func:`ratelimit.parse`), a policy,
     or a list of them. Every policy is checked and charged together: a hit is admitted only
     when all of them allow it, and then charged to all of them, in one atomic store call.
 
-    ``store``: a :class:`MemoryStore` (the default, a new one per limiter) or
-    :class:`RedisStore`. ``prefix`` starts every store key. ``on_error`` says what a store
-    failure decides: ``"allow"`` (the default) and ``"deny"`` return a Decision with
-    ``reason="store_error"``, ``"raise"`` raises :class:`StoreError`. ``clock``: a callable
-    returning seconds like ``time.time``; by default Redis stores read the server's ``TIME``
-    (app servers with skewed clocks agree) and the memory store reads ``time.time``.
+    ``prefix`` starts every store key. ``on_error`` says what a store failure decides:
+    ``"allow"`` (the default) and ``"deny"`` return a Decision with ``reason="store_error"``;
+    ``"raise"`` raises :class:`StoreError`. After a failure the store's circuit breaker keeps
+    checks from calling it for a short, growing back-off, so an outage costs one timeout, not
+    one per request. ``clock``: a callable returning seconds like ``time.time``; by default
+    Redis stores read the server's ``TIME`` (app servers with skewed clocks agree) and the
+    memory store reads ``time.time``. ``deny_cache``: how many denied keys to remember locally,
+    each until its ``retry_after``, to answer floods without a store call (``reason="cached"``);
+    by default 10,000 on remote stores and off on the memory store; 0 turns it off.
+    ``on_event``: a callable receiving an :class:`~ratelimit.events.Event` for each decision
+    and each breaker change, for metrics (labels: kind, prefix, policy id; never the key).
+"""
 
+
+class Limiter(_LimiterBase):
+    """Decides, per key, whether a caller may go on; for sync code.
+
+    ``store``: a :class:`MemoryStore` (the default, a new one per limiter), :class:`RedisStore`
+    or :class:`UpstashStore`.
+    {options}
     ::
 
         limiter = rl.Limiter("5/second")
-        if not limiter.hit(f"user:{user_id}").allowed:
+        if not limiter.hit(f"user:{{user_id}}").allowed:
             ...
 
     Methods block on the store's I/O (none for the memory store). Raises ConfigurationError
@@ -245,6 +350,8 @@ class Limiter(_LimiterBase):
         prefix: str = "ratelimit",
         on_error: OnError = "allow",
         clock: Callable[[], float] | None = None,
+        deny_cache: int | None = None,
+        on_event: Callable[[Event], object] | None = None,
     ) -> None:
         store = MemoryStore() if store is None else store
         if not isinstance(store, Store):
@@ -252,7 +359,7 @@ class Limiter(_LimiterBase):
                 f"Limiter needs a sync store (MemoryStore, RedisStore, UpstashStore), got "
                 f"{store!r}; use AsyncLimiter for async stores"
             )
-        super().__init__(limits, store, prefix, on_error, clock)
+        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event)
         self._store = store
 
     @property
@@ -263,39 +370,41 @@ class Limiter(_LimiterBase):
     def hit(self, key: str, cost: int = 1) -> Decision:
         """Spend ``cost`` (default 1) for ``key`` if every policy allows it; else spend nothing.
 
-        ``cost=0`` only looks. Blocks on one store call. Raises ConfigurationError for a bad
-        key or cost (negative, not an int, or more than a policy can ever hold), StoreError when
-        the store failed and ``on_error="raise"``.
+        ``cost=0`` only looks. Blocks on one store call (none when a cached denial or the open
+        breaker answers). Raises ConfigurationError for a bad key or cost (negative, not an int,
+        or more than a policy can ever hold); StoreError when the store failed and
+        ``on_error="raise"``.
         """
-        self._check_cost(cost)
-        keys = self.keys(key)
+        keys = self._start(key, cost)
+        if type(keys) is not list:
+            return keys  # type: ignore[return-value]
         try:
             reply = self._store.evaluate(self._plan, keys, self._now(), cost, True)
         except StoreError as error:
             return self._failed(error)
-        return self._decide(reply)
+        return self._finish(key, cost, reply)
 
     def peek(self, key: str, cost: int = 1) -> Decision:
-        """The Decision a hit of ``cost`` would get now, charging nothing. ``remaining`` is what
-        is there now. Blocks and raises as :meth:`hit` does."""
-        self._check_cost(cost)
-        keys = self.keys(key)
+        """The Decision a hit of ``cost`` would get now, charging nothing; ``remaining`` is
+        what is there now. Blocks and raises as :meth:`hit` does."""
+        keys = self._start(key, cost)
+        if type(keys) is not list:
+            return keys  # type: ignore[return-value]
         try:
             reply = self._store.evaluate(self._plan, keys, self._now(), cost, False)
         except StoreError as error:
             return self._failed(error)
-        return self._decide(reply)
+        return self._finish(key, cost, reply)
 
     def reset(self, key: str) -> None:
-        """Forget ``key``'s state in every policy (deletes its exact store keys).
-
-        Raises StoreError when the store failed and ``on_error="raise"``; otherwise a failed
-        reset is a no-op."""
+        """Forget ``key``'s state in every policy (deletes its exact store keys) and its
+        cached denial. Blocks on one store call. Raises StoreError when the store failed and
+        ``on_error="raise"``; otherwise a failed reset is logged by the breaker and ignored."""
+        keys = self._forget(key)
         try:
-            self._store.delete(self.keys(key))
-        except StoreError:
-            if self._on_error == "raise":
-                raise
+            self._store.delete(keys)
+        except StoreError as error:
+            self._failed(error)
 
     def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
         """Sleep until ``cost`` is allowed for ``key``, then spend it and return the Decision.
@@ -304,7 +413,7 @@ class Limiter(_LimiterBase):
         takes). Raises RateLimitExceeded, carrying the last Decision, as soon as the wait would
         pass the timeout; ConfigurationError and StoreError as :meth:`hit` does.
         """
-        deadline = None if timeout is None else self._monotonic() + timeout
+        deadline = None if timeout is None else self._local() + timeout
         sleep = self._sleep or time.sleep
         while True:
             decision = self.hit(key, cost)
@@ -318,13 +427,14 @@ class Limiter(_LimiterBase):
 class AsyncLimiter(_LimiterBase):
     """:class:`Limiter` for asyncio code: the same arguments and methods, awaitable.
 
-    ``store``: a :class:`MemoryStore` (the default) or :class:`AsyncRedisStore`. Methods await
-    the store's I/O and never block the event loop on the network.
-
+    ``store``: a :class:`MemoryStore` (the default), :class:`AsyncRedisStore` or
+    :class:`AsyncUpstashStore`. Methods await the store's I/O and never block the event loop
+    on the network.
+    {options}
     ::
 
         limiter = rl.AsyncLimiter("100/minute", store=rl.AsyncRedisStore(client))
-        decision = await limiter.hit(f"ip:{ip}")
+        decision = await limiter.hit(f"ip:{{ip}}")
     """
 
     __slots__ = ()
@@ -338,6 +448,8 @@ class AsyncLimiter(_LimiterBase):
         prefix: str = "ratelimit",
         on_error: OnError = "allow",
         clock: Callable[[], float] | None = None,
+        deny_cache: int | None = None,
+        on_event: Callable[[Event], object] | None = None,
     ) -> None:
         store = MemoryStore() if store is None else store
         if not isinstance(store, AsyncStore):
@@ -345,7 +457,7 @@ class AsyncLimiter(_LimiterBase):
                 f"AsyncLimiter needs an async store (MemoryStore, AsyncRedisStore, "
                 f"AsyncUpstashStore), got {store!r}; use Limiter for sync stores"
             )
-        super().__init__(limits, store, prefix, on_error, clock)
+        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event)
         self._store = store
 
     @property
@@ -355,36 +467,38 @@ class AsyncLimiter(_LimiterBase):
 
     async def hit(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.hit`, awaiting the store."""
-        self._check_cost(cost)
-        keys = self.keys(key)
+        keys = self._start(key, cost)
+        if type(keys) is not list:
+            return keys  # type: ignore[return-value]
         try:
             reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, True)
         except StoreError as error:
             return self._failed(error)
-        return self._decide(reply)
+        return self._finish(key, cost, reply)
 
     async def peek(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.peek`, awaiting the store."""
-        self._check_cost(cost)
-        keys = self.keys(key)
+        keys = self._start(key, cost)
+        if type(keys) is not list:
+            return keys  # type: ignore[return-value]
         try:
             reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, False)
         except StoreError as error:
             return self._failed(error)
-        return self._decide(reply)
+        return self._finish(key, cost, reply)
 
     async def reset(self, key: str) -> None:
         """As :meth:`Limiter.reset`, awaiting the store."""
+        keys = self._forget(key)
         try:
-            await self._store.adelete(self.keys(key))
-        except StoreError:
-            if self._on_error == "raise":
-                raise
+            await self._store.adelete(keys)
+        except StoreError as error:
+            self._failed(error)
 
     async def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
         """As :meth:`Limiter.wait`, sleeping with ``asyncio.sleep`` (the loop keeps running).
         Raises RateLimitExceeded when the wait would pass ``timeout``."""
-        deadline = None if timeout is None else self._monotonic() + timeout
+        deadline = None if timeout is None else self._local() + timeout
         sleep: Callable[[float], Awaitable[object]]
         if self._sleep is None:
             import asyncio
@@ -399,3 +513,7 @@ class AsyncLimiter(_LimiterBase):
             if self._timed_out(decision, deadline):
                 raise RateLimitExceeded(decision)
             await sleep(decision.retry_after)
+
+
+Limiter.__doc__ = (Limiter.__doc__ or "").format(options=_OPTIONS_DOC)
+AsyncLimiter.__doc__ = (AsyncLimiter.__doc__ or "").format(options=_OPTIONS_DOC)

@@ -103,7 +103,7 @@ class Policy:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self._argv == other._argv  # type: ignore[attr-defined]
+        return self._argv == other._argv
 
     def __hash__(self) -> int:
         return hash(self._argv)

@@ -74,6 +74,9 @@ class Lane:
         self.is_memory = name.startswith("memory")
 
     def limiter(self, limits: Any, **kwargs: Any) -> Harness:
+        """A limiter on this lane's store. The cache of denied keys is off unless asked for:
+        conformance tests check the store's own decisions."""
+        kwargs.setdefault("deny_cache", 0)
         cls = rl.AsyncLimiter if self.is_async else rl.Limiter
         return Harness(cls(limits, store=self.store, **kwargs))
 

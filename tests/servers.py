@@ -756,11 +756,14 @@ class Cluster:
 
         Defaults: socket timeouts of `CLIENT_TIMEOUT`.
         """
+        from redis.backoff import NoBackoff
         from redis.cluster import ClusterNode as SyncNode
         from redis.cluster import RedisCluster
+        from redis.retry import Retry
 
         kw.setdefault("socket_timeout", CLIENT_TIMEOUT)
         kw.setdefault("socket_connect_timeout", CLIENT_TIMEOUT)
+        kw.setdefault("retry", Retry(NoBackoff(), 0))  # a resent script counts twice
         nodes = [SyncNode(h, p) for h, p in self.startup_nodes]
         return RedisCluster(startup_nodes=nodes, **kw)
 
@@ -768,9 +771,12 @@ class Cluster:
         """A new `redis.asyncio.cluster.RedisCluster`; ``await rc.aclose()`` after use."""
         from redis.asyncio.cluster import ClusterNode as AsyncNode
         from redis.asyncio.cluster import RedisCluster
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         kw.setdefault("socket_timeout", CLIENT_TIMEOUT)
         kw.setdefault("socket_connect_timeout", CLIENT_TIMEOUT)
+        kw.setdefault("retry", Retry(NoBackoff(), 0))  # a resent script counts twice
         nodes = [AsyncNode(h, p) for h, p in self.startup_nodes]
         return RedisCluster(startup_nodes=nodes, **kw)
 

@@ -59,11 +59,8 @@ def test_bad_limiter_options(kwargs: dict[str, object], message: str) -> None:
 
 
 def test_limiter_faces_need_matching_stores() -> None:
-    import redis
-    import redis.asyncio
-
-    sync_store = rl.RedisStore(redis.Redis())
-    async_store = rl.AsyncRedisStore(redis.asyncio.Redis())
+    sync_store = rl.RedisStore.from_url("redis://127.0.0.1:1")
+    async_store = rl.AsyncRedisStore.from_url("redis://127.0.0.1:1")
     with pytest.raises(rl.ConfigurationError, match="use Limiter for sync stores"):
         rl.AsyncLimiter("1/s", store=sync_store)  # type: ignore[arg-type]
     with pytest.raises(rl.ConfigurationError, match="use AsyncLimiter for async stores"):
@@ -78,6 +75,18 @@ def _dead_store(is_async: bool) -> rl.RedisStore | rl.AsyncRedisStore:
     if is_async:
         return rl.AsyncRedisStore.from_url(url)
     return rl.RedisStore.from_url(url)
+
+
+def test_a_retrying_client_gets_a_clear_warning() -> None:
+    import redis
+
+    with pytest.warns(RuntimeWarning, match=r"retries failed commands \(10 retries\).*count"):
+        rl.RedisStore(redis.Redis(port=1))  # redis-py's default: 10 retries
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rl.RedisStore.from_url("redis://127.0.0.1:1")  # limiter-grade: no retries, no warning
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ratelimit._algorithms import ALGORITHMS, Charge, Load, ReportFn
 
 if TYPE_CHECKING:
+    from ratelimit.breaker import CircuitBreaker
     from ratelimit.policies import Policy
 
 __all__ = ["AsyncStore", "Plan", "Reply", "Store"]
@@ -51,6 +52,8 @@ class Store:
 
     #: True when the store has no clock of its own, so the limiter always passes ``now``.
     needs_clock: bool = False
+    #: The circuit breaker of a store that can fail (None for the memory store).
+    breaker: CircuitBreaker | None = None
 
     def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                  charge: bool) -> Reply:  # fmt: skip
@@ -69,6 +72,7 @@ class AsyncStore:
     """A store the :class:`AsyncLimiter` can use: the same two calls, awaitable."""
 
     needs_clock: bool = False
+    breaker: CircuitBreaker | None = None
 
     async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                         charge: bool) -> Reply:  # fmt: skip

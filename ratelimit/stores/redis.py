@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ratelimit.errors import StoreError
+from ratelimit.breaker import CircuitBreaker
+from ratelimit.errors import ConfigurationError, StoreError
 from ratelimit.scripts import limiter_script
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Store, script_args
 
@@ -40,13 +41,39 @@ def _limiter_grade(kwargs: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def _retries(client: Any) -> int:
+    """How many times redis-py would resend a failed command on this client."""
+    get_retry = getattr(client, "get_retry", None)
+    retry = get_retry() if callable(get_retry) else getattr(client, "retry", None)
+    retries = getattr(retry, "_retries", 0)
+    return retries if isinstance(retries, int) else 0
+
+
 class _RedisBase:
     """What the sync and async Redis stores share: the script, its arguments, the errors."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, breaker: CircuitBreaker | bool) -> None:
         from redis.exceptions import NoScriptError
 
+        if breaker is True:
+            breaker = CircuitBreaker(name=type(self).__name__)
+        elif breaker is not False and not isinstance(breaker, CircuitBreaker):
+            raise ConfigurationError(f"breaker must be a CircuitBreaker or False, got {breaker!r}")
+        self.breaker = breaker or None
         self._client = client
+        retries = _retries(client)
+        if retries:
+            import warnings
+
+            warnings.warn(
+                f"{type(self).__name__}: this client retries failed commands ({retries} "
+                "retries): a hit whose reply was lost to a timeout would run again and count "
+                "twice, and an outage would stall each request through every retry. Build the "
+                f"store with {type(self).__name__}.from_url(...), or give the client "
+                "retry=Retry(NoBackoff(), 0).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         self._script = limiter_script()
         self._noscript: type[Exception] = NoScriptError
         # redis-py's errors (RedisError, RedisClusterException) and anything else the client
@@ -81,8 +108,13 @@ class RedisStore(_RedisBase, Store):
 
     _client: redis.Redis | redis.cluster.RedisCluster
 
-    def __init__(self, client: redis.Redis | redis.cluster.RedisCluster) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: redis.Redis | redis.cluster.RedisCluster,
+        *,
+        breaker: CircuitBreaker | bool = True,
+    ) -> None:
+        super().__init__(client, breaker)
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> RedisStore:
@@ -126,8 +158,13 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
 
     _client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
-    def __init__(self, client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster,
+        *,
+        breaker: CircuitBreaker | bool = True,
+    ) -> None:
+        super().__init__(client, breaker)
         # redis-py's asyncio RedisCluster breaks when many first commands race before it has
         # read the slot map; its initialize() is locked, so every first caller awaits it.
         self._uninitialized: bool = type(client).__name__ == "RedisCluster" and hasattr(

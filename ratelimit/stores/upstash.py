@@ -1,0 +1,297 @@
+"""Redis over HTTP, through Upstash's REST API and the ``upstash-redis`` client: one request
+per check, for serverless functions where no TCP connection survives between invocations.
+
+The stores run the same Lua as :class:`~ratelimit.RedisStore` (``EVALSHA``, and ``EVAL`` once
+on ``NOSCRIPT``), so an HTTP client and a TCP client of the same database share keys and
+decisions. ``upstash_redis`` and ``httpx`` are imported when a store is built, never when
+``ratelimit`` is imported.
+
+The client's defaults do not suit a limiter: it retries every failed request once, three
+seconds later (a check whose reply was lost runs twice, and an unreachable endpoint stalls each
+check for three seconds), and it sets no HTTP timeout at all (a hung endpoint blocks for ever).
+:meth:`UpstashStore.from_env` builds a client with no retries and a short timeout; a client
+passed in with retries on gets a :class:`RuntimeWarning`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ratelimit.breaker import CircuitBreaker
+from ratelimit.errors import ConfigurationError, StoreError
+from ratelimit.scripts import limiter_script
+from ratelimit.stores.base import AsyncStore, Plan, Reply, Store, script_args
+
+if TYPE_CHECKING:
+    import upstash_redis
+    import upstash_redis.asyncio
+
+__all__ = ["AsyncUpstashStore", "UpstashStore"]
+
+#: Seconds the store-built client waits to connect, send, or read a reply. Long enough for a
+#: TLS handshake to a database in the function's region on a cold start; short enough that an
+#: outage costs a fraction of a second per check instead of a hung function.
+DEFAULT_TIMEOUT = 0.5
+
+URL_ENV = "UPSTASH_REDIS_REST_URL"
+TOKEN_ENV = "UPSTASH_REDIS_REST_TOKEN"
+
+
+def _credentials(owner: str) -> tuple[str, str]:
+    """``(url, token)`` from the environment; ConfigurationError naming what is missing."""
+    missing = [name for name in (URL_ENV, TOKEN_ENV) if not os.environ.get(name)]
+    if missing:
+        raise ConfigurationError(
+            f"{owner}.from_env() needs {' and '.join(missing)} in the environment "
+            "(the REST URL and token from the Upstash console)"
+        )
+    return os.environ[URL_ENV], os.environ[TOKEN_ENV]
+
+
+def _client_options(timeout: float, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    options: dict[str, Any] = {"rest_retries": 0}
+    options.update(kwargs)
+    return options
+
+
+def _set_timeout(client: Any, timeout: float) -> None:
+    """upstash-redis has no timeout option; its httpx client's timeout is settable (see
+    tests/upstash_notes.md, "Timeouts")."""
+    import httpx
+
+    client._http._client.timeout = httpx.Timeout(timeout)
+
+
+class _UpstashBase:
+    """What the sync and async stores share: the script, the checks on the client, the reply
+    and the errors. Does no I/O."""
+
+    def __init__(self, client: Any, breaker: CircuitBreaker | bool) -> None:
+        import httpx
+        from upstash_redis.errors import UpstashError
+
+        if breaker is True:
+            breaker = CircuitBreaker(name=type(self).__name__)
+        elif breaker is not False and not isinstance(breaker, CircuitBreaker):
+            raise ConfigurationError(f"breaker must be a CircuitBreaker or False, got {breaker!r}")
+        self.breaker = breaker or None
+        self._client = client
+        self._script = limiter_script()
+        self._upstash_error: type[Exception] = UpstashError
+        # What a transport error says about the check: never reached the server / sent, but
+        # the reply was lost (it may have run) / anything else httpx raises.
+        self._unreached: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout)
+        self._lost: type[Exception] = httpx.TimeoutException
+        self._transport_error: type[Exception] = httpx.TransportError
+        self._url: str = str(getattr(client, "_url", "the REST endpoint"))
+        http = getattr(client, "_http", None)
+        retries = getattr(http, "_retries", 0)
+        if isinstance(retries, int) and retries > 0:
+            interval = getattr(http, "_retry_interval", "?")
+            warnings.warn(
+                f"{type(self).__name__}: this upstash_redis client retries a failed request "
+                f"(rest_retries={retries}, {interval} s apart). A check whose reply was lost "
+                "would run again and be counted twice, and an unreachable endpoint would stall "
+                "every check. Build the client with rest_retries=0, or use "
+                f"{type(self).__name__}.from_env().",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    @property
+    def client(self) -> Any:
+        """The upstash-redis client this store uses."""
+        return self._client
+
+    def _is_noscript(self, error: Exception) -> bool:
+        return isinstance(error, self._upstash_error) and "NOSCRIPT" in str(error)
+
+    def _reply(self, raw: object) -> Reply:
+        """The script's reply as a list of ints. upstash-redis hands integers back as JSON
+        numbers, and strings base64-decoded to ``str``; anything else is a StoreError."""
+        if isinstance(raw, list) and raw:
+            try:
+                return [x if type(x) is int else int(x) for x in raw]
+            except (TypeError, ValueError):
+                pass
+        raise StoreError(f"{type(self).__name__}: unexpected script reply {raw!r}")
+
+    def _failed(self, error: Exception) -> StoreError:
+        name = type(self).__name__
+        cause = f"{type(error).__name__}: {error}"
+        if isinstance(error, self._upstash_error):
+            text = str(error)
+            if text.startswith("Unauthorized"):
+                message = (
+                    f"{name}: {self._url} rejected the token (Unauthorized): check "
+                    f"{TOKEN_ENV}, and that it belongs to the database at {URL_ENV}"
+                )
+            else:
+                message = f"{name}: the server answered an error: {text}"
+        elif isinstance(error, self._unreached):
+            message = f"{name}: could not reach {self._url} ({cause})"
+        elif isinstance(error, self._lost):
+            message = (
+                f"{name}: no reply from {self._url} in time ({cause}); the check may have "
+                "run on the server, and was not sent again"
+            )
+        elif isinstance(error, self._transport_error):
+            message = f"{name}: the request to {self._url} failed ({cause}); not sent again"
+        elif isinstance(error, ValueError):
+            message = f"{name}: {self._url} did not answer in Upstash's JSON ({cause})"
+        else:
+            message = f"{name} failed: {cause}"
+        return StoreError(message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._client!r}, url={self._url!r})"
+
+
+class UpstashStore(_UpstashBase, Store):
+    """Limiter state in Redis reached over HTTP (Upstash's REST API), through a sync client.
+
+    Takes an ``upstash_redis.Redis``. Each ``hit``/``peek`` is one HTTP request, an ``EVALSHA``
+    of the limiter script, whatever the number of policies; when the server does not know the
+    script, the same call is sent once more as ``EVAL`` with the text, which caches it. No
+    other error is retried. Keys and script are those of :class:`RedisStore`: TCP clients of
+    the same database share the state. Time is the server's ``TIME`` unless the limiter has a
+    ``clock=``.
+
+    ::
+
+        store = rl.UpstashStore.from_env()   # UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN
+        limiter = rl.Limiter("10/second; 1000/day", store=store)
+
+    A client built elsewhere should have ``rest_retries=0`` (else a RuntimeWarning, once per
+    store); note that upstash-redis sets no HTTP timeout of its own. Calls block on the
+    network. Raises StoreError, chained from the client's error (``UpstashError``,
+    ``httpx.HTTPError``...). Close the client with ``store.client.close()``.
+    """
+
+    _client: upstash_redis.Redis
+
+    def __init__(
+        self, client: upstash_redis.Redis, *, breaker: CircuitBreaker | bool = True
+    ) -> None:
+        import inspect
+
+        if inspect.iscoroutinefunction(getattr(client, "execute", None)):
+            raise ConfigurationError(
+                f"UpstashStore needs a sync client (upstash_redis.Redis), got {client!r}; "
+                "use AsyncUpstashStore for upstash_redis.asyncio.Redis"
+            )
+        super().__init__(client, breaker)
+
+    @classmethod
+    def from_env(cls, *, timeout: float = DEFAULT_TIMEOUT, breaker: CircuitBreaker | bool = True,
+                 **kwargs: Any) -> UpstashStore:  # fmt: skip
+        """A store on a new client for ``UPSTASH_REDIS_REST_URL`` and
+        ``UPSTASH_REDIS_REST_TOKEN``: no retries, ``timeout`` seconds (default 0.5) to connect,
+        send and read. Keyword arguments go to ``upstash_redis.Redis`` (``allow_telemetry``...).
+        Raises ConfigurationError when a variable is missing."""
+        url, token = _credentials(cls.__name__)
+        return cls.from_url(url, token, timeout=timeout, breaker=breaker, **kwargs)
+
+    @classmethod
+    def from_url(cls, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 breaker: CircuitBreaker | bool = True, **kwargs: Any) -> UpstashStore:  # fmt: skip
+        """As :meth:`from_env`, with the REST URL and token given."""
+        import upstash_redis
+
+        client = upstash_redis.Redis(url=url, token=token, **_client_options(timeout, kwargs))
+        _set_timeout(client, timeout)
+        return cls(client, breaker=breaker)
+
+    def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                 charge: bool) -> Reply:  # fmt: skip
+        command: list[Any] = ["EVALSHA", self._script.sha, *script_args(plan, keys, now, cost,
+                                                                         charge)]  # fmt: skip
+        execute = self._client.execute
+        try:
+            try:
+                raw = execute(command)
+            except self._upstash_error as error:
+                if not self._is_noscript(error):
+                    raise
+                command[:2] = ["EVAL", self._script.text]
+                raw = execute(command)
+        except Exception as error:
+            raise self._failed(error) from error
+        return self._reply(raw)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        try:
+            self._client.execute(["DEL", *keys])
+        except Exception as error:
+            raise self._failed(error) from error
+
+
+class AsyncUpstashStore(_UpstashBase, AsyncStore):
+    """:class:`UpstashStore` for ``upstash_redis.asyncio.Redis``.
+
+    The same script, request count and rules; calls await the network instead of blocking.
+    Raises StoreError, chained from the client's error. Close the client with
+    ``await store.client.close()``, on the event loop that used it.
+    """
+
+    _client: upstash_redis.asyncio.Redis
+
+    def __init__(
+        self, client: upstash_redis.asyncio.Redis, *, breaker: CircuitBreaker | bool = True
+    ) -> None:
+        import inspect
+
+        if not inspect.iscoroutinefunction(getattr(client, "execute", None)):
+            raise ConfigurationError(
+                f"AsyncUpstashStore needs an async client (upstash_redis.asyncio.Redis), got "
+                f"{client!r}; use UpstashStore for upstash_redis.Redis"
+            )
+        super().__init__(client, breaker)
+
+    @classmethod
+    def from_env(cls, *, timeout: float = DEFAULT_TIMEOUT, breaker: CircuitBreaker | bool = True,
+                 **kwargs: Any) -> AsyncUpstashStore:  # fmt: skip
+        """As :meth:`UpstashStore.from_env`, with an ``upstash_redis.asyncio.Redis``."""
+        url, token = _credentials(cls.__name__)
+        return cls.from_url(url, token, timeout=timeout, breaker=breaker, **kwargs)
+
+    @classmethod
+    def from_url(cls, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 breaker: CircuitBreaker | bool = True, **kwargs: Any
+                 ) -> AsyncUpstashStore:  # fmt: skip
+        """As :meth:`UpstashStore.from_url`, with an ``upstash_redis.asyncio.Redis``."""
+        import upstash_redis.asyncio
+
+        client = upstash_redis.asyncio.Redis(
+            url=url, token=token, **_client_options(timeout, kwargs)
+        )
+        _set_timeout(client, timeout)
+        return cls(client, breaker=breaker)
+
+    async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                        charge: bool) -> Reply:  # fmt: skip
+        command: list[Any] = ["EVALSHA", self._script.sha, *script_args(plan, keys, now, cost,
+                                                                         charge)]  # fmt: skip
+        execute = self._client.execute
+        try:
+            try:
+                raw = await execute(command)
+            except self._upstash_error as error:
+                if not self._is_noscript(error):
+                    raise
+                command[:2] = ["EVAL", self._script.text]
+                raw = await execute(command)
+        except Exception as error:
+            raise self._failed(error) from error
+        return self._reply(raw)
+
+    async def adelete(self, keys: Sequence[str]) -> None:
+        try:
+            await self._client.execute(["DEL", *keys])
+        except Exception as error:
+            raise self._failed(error) from error
