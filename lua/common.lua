@@ -37,7 +37,7 @@ local function read_state(key, fields)
   return state
 end
 
--- Writes a key's state with a TTL in milliseconds (at least 1).
+-- Writes a key's state with a TTL in milliseconds (at least 1); returns the TTL.
 local function write_state(key, ttl, ...)
   local fields = {...}
   for i = 1, #fields do
@@ -47,4 +47,5 @@ local function write_state(key, ttl, ...)
     ttl = 1
   end
   redis.call('SET', key, table.concat(fields, ' '), 'PX', string.format('%d', ttl))
+  return ttl
 end

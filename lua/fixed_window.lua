@@ -8,7 +8,8 @@
 -- load(key, now, limit, period, rate)            -> state {start, count}
 -- report(s, now, limit, period, rate, cost)      -> allowed (1/0), remaining, reset_after_ms,
 --                                                   retry_after_ms (for `cost`), read-only
--- charge(s, key, now, limit, period, rate, cost)  spends `cost` and writes the key
+-- charge(s, key, now, limit, period, rate, cost) -> ttl_ms: spends `cost` and writes the key;
+--                                                   the TTL is also reset_after_ms after it
 local fixed_window = {}
 
 function fixed_window.load(key, now, limit, period, rate)
@@ -33,5 +34,5 @@ end
 
 function fixed_window.charge(s, key, now, limit, period, rate, cost)
   s[2] = s[2] + cost
-  write_state(key, s[1] + period - now, s[1], s[2])
+  return write_state(key, s[1] + period - now, s[1], s[2])
 end

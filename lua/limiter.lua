@@ -37,14 +37,15 @@ for i = 1, #KEYS do
 end
 
 if reply[1] == 1 and cost > 0 and ARGV[3] == '1' then
+  -- charge every policy; after a charge, remaining drops by the cost and the key's TTL is
+  -- exactly the time back to full capacity
   for i = 1, #KEYS do
     local at = 4 * i
     local algorithm = algorithms[ARGV[at]]
     local limit, period, rate = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-    algorithm.charge(states[i], KEYS[i], now, limit, period, rate, cost)
-    local _, remaining, reset = algorithm.report(states[i], now, limit, period, rate, 0)
     local r = 4 * i - 2
-    reply[r + 1], reply[r + 2] = remaining, reset
+    reply[r + 2] = algorithm.charge(states[i], KEYS[i], now, limit, period, rate, cost)
+    reply[r + 1] = reply[r + 1] - cost
   end
 end
 return reply

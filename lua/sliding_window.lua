@@ -8,7 +8,7 @@
 -- TTL: until both windows have slid out (start + 2 * period while cur > 0).
 -- Policy ARGV: limit, period (ms), rate (unused, 0).
 --
--- load / report / charge: as in fixed_window.lua.
+-- load / report / charge: as in fixed_window.lua (charge returns the TTL = reset_after).
 local sliding_window = {}
 
 function sliding_window.load(key, now, limit, period, rate)
@@ -63,5 +63,5 @@ end
 
 function sliding_window.charge(s, key, now, limit, period, rate, cost)
   s[3] = s[3] + cost
-  write_state(key, s[1] + 2 * period - now, s[1], s[2], s[3])
+  return write_state(key, s[1] + 2 * period - now, s[1], s[2], s[3])
 end

@@ -7,7 +7,7 @@
 -- bucket. TTL: until the bucket is full again.
 -- Policy ARGV: limit (burst, tokens), period (ms), rate (tokens per period).
 --
--- load / report / charge: as in fixed_window.lua.
+-- load / report / charge: as in fixed_window.lua (charge returns the TTL = reset_after).
 local token_bucket = {}
 
 function token_bucket.load(key, now, limit, period, rate)
@@ -44,5 +44,5 @@ end
 
 function token_bucket.charge(s, key, now, limit, period, rate, cost)
   s[1] = s[1] - cost * period
-  write_state(key, s[2] - now + ceil_div(limit * period - s[1], rate), s[1], s[2])
+  return write_state(key, s[2] - now + ceil_div(limit * period - s[1], rate), s[1], s[2])
 end

@@ -6,7 +6,8 @@ Each algorithm has the same three steps as its Lua file, with the same integer a
 - ``load(state, now, limit, period, rate) -> state``: the key's state as of ``now``, from the
   stored state (or ``None``); a new list, the stored one is never changed.
 - ``report(state, now, limit, period, rate, cost) -> (allowed, remaining, reset_ms, retry_ms)``.
-- ``charge(state, now, limit, period, rate, cost) -> ttl_ms``: spends ``cost`` in ``state``.
+- ``charge(state, now, limit, period, rate, cost) -> ttl_ms``: spends ``cost`` in ``state``;
+  the TTL is also the ``reset_after`` after the charge, and ``remaining`` drops by ``cost``.
 
 The differential test runs these and the Lua on a real server side by side and demands the same
 decisions; change both or neither.

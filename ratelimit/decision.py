@@ -28,8 +28,8 @@ class Decision:
     """
 
     __slots__ = (
+        "_details",
         "allowed",
-        "details",
         "limit",
         "policy",
         "reason",
@@ -46,7 +46,7 @@ class Decision:
         reset_after: float,
         retry_after: float,
         policy: Policy,
-        details: tuple[Decision, ...] = (),
+        details: tuple[Decision, ...] | None = (),
         reason: str | None = None,
     ) -> None:
         self.allowed = allowed
@@ -55,8 +55,18 @@ class Decision:
         self.reset_after = reset_after
         self.retry_after = retry_after
         self.policy = policy
-        self.details = details
+        self._details = details  # None: one policy, whose Decision is built when asked for
         self.reason = reason
+
+    @property
+    def details(self) -> tuple[Decision, ...]:
+        """One Decision per policy, in the limiter's order."""
+        details = self._details
+        if details is None:
+            only = Decision(self.allowed, self.limit, self.remaining, self.reset_after,
+                            self.retry_after, self.policy, (), self.reason)  # fmt: skip
+            details = self._details = (only,)
+        return details
 
     def __repr__(self) -> str:
         reason = f", reason={self.reason!r}" if self.reason else ""
@@ -69,6 +79,8 @@ class Decision:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Decision):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+        names = ("allowed", "limit", "remaining", "reset_after", "retry_after", "policy",
+                 "details", "reason")  # fmt: skip
+        return all(getattr(self, name) == getattr(other, name) for name in names)
 
     __hash__ = None  # type: ignore[assignment]

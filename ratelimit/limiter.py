@@ -34,6 +34,8 @@ _UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]|\A#")
 _PREFIX_UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]")
 # How long a store-error denial asks clients to wait at least, in seconds.
 _ERROR_RETRY: Final = 1.0
+# Store keys remembered per limiter, so a hot identifier is escaped once, not per check.
+_KEY_CACHE: Final = 4096
 #: Denied keys a limiter on a remote store remembers by default.
 DENY_CACHE_SIZE: Final = 10_000
 
@@ -96,8 +98,8 @@ class _LimiterBase:
     cost checks, the store's reply as a Decision, the failure policy, the breaker, the cache of
     denied keys and events. The two faces only differ in how they call the store."""
 
-    __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_on_error", "_on_event",
-                 "_plan", "_prefix", "_sleep", "_store", "_store_clock",
+    __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_keys", "_on_error",
+                 "_on_event", "_plan", "_prefix", "_sleep", "_store", "_store_clock",
                  "_suffixes")  # fmt: skip
 
     def __init__(
@@ -133,6 +135,7 @@ class _LimiterBase:
         self._plan = Plan(policies)
         self._prefix = prefix
         self._suffixes = tuple("}:" + p.id for p in policies)
+        self._keys: dict[str, list[str]] = {}
         self._capacity = min(p.limit for p in policies)
         self._on_error: OnError = on_error
         self._clock = clock
@@ -168,8 +171,14 @@ class _LimiterBase:
     def keys(self, key: str) -> list[str]:
         """The exact store keys of ``key``: ``<prefix>:{<identifier>}:<policy id>``, one per
         policy. Raises ConfigurationError for a non-str key."""
-        head = f"{self._prefix}:{{{identifier(key)}"
-        return [head + suffix for suffix in self._suffixes]
+        keys = self._keys.get(key) if type(key) is str else None
+        if keys is None:
+            head = f"{self._prefix}:{{{identifier(key)}"
+            keys = [head + suffix for suffix in self._suffixes]
+            if len(self._keys) >= _KEY_CACHE:
+                self._keys.clear()  # a flood of distinct keys: start over, stay bounded
+            self._keys[key] = keys
+        return keys
 
     def _now(self) -> int | None:
         """Milliseconds from the limiter's clock; None to let the store read its own time."""
@@ -228,14 +237,18 @@ class _LimiterBase:
         return decision
 
     def _decide(self, reply: Reply) -> Decision:
+        policies = self._plan.policies
+        if len(policies) == 1:
+            policy = policies[0]
+            return Decision(reply[0] == 1, policy.limit, reply[2], reply[3] / 1000,
+                            reply[4] / 1000, policy, None)  # fmt: skip
         details: list[Decision] = []
         allowed = reply[0] == 1
         at = 1
-        for policy in self._plan.policies:
-            ok, remaining, reset_ms, retry_ms = reply[at : at + 4]
+        for policy in policies:
+            d = Decision(reply[at] == 1, policy.limit, reply[at + 1], reply[at + 2] / 1000,
+                         reply[at + 3] / 1000, policy)  # fmt: skip
             at += 4
-            d = Decision(ok == 1, policy.limit, remaining, reset_ms / 1000, retry_ms / 1000,
-                         policy)  # fmt: skip
             if not details:
                 binding = d
             elif allowed:

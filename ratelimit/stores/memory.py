@@ -41,6 +41,7 @@ class MemoryStore(Store, AsyncStore):
         self.max_keys = max_keys
         self._data: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self._writes = 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -54,10 +55,29 @@ class MemoryStore(Store, AsyncStore):
         if now is None:
             raise ConfigurationError("MemoryStore needs the time from the limiter")
         data = self._data
+        steps = plan.steps
         with self._lock:
+            if len(steps) == 1:  # the common case, without the loops
+                key = keys[0]
+                load, report, spend, limit, period, rate = steps[0]
+                entry = data.get(key)
+                if entry is None:
+                    state = load(None, now, limit, period, rate)
+                else:
+                    data.move_to_end(key)
+                    state = load(entry[0] if entry[1] >= now else None, now, limit, period, rate)
+                allowed, remaining, reset, retry = report(state, now, limit, period, rate, cost)
+                if allowed and cost and charge:
+                    reset = spend(state, now, limit, period, rate, cost)
+                    remaining -= cost
+                    data[key] = (state, now + (reset if reset > 0 else 1))
+                    if entry is None:
+                        self._added(now)
+                return [allowed, allowed, remaining, reset, retry]
+
             reply = [1]
             states = []
-            for key, (load, report, _, limit, period, rate) in zip(keys, plan.steps, strict=True):
+            for key, (load, report, _, limit, period, rate) in zip(keys, steps, strict=True):
                 entry = data.get(key)
                 stored = None
                 if entry is not None:
@@ -72,29 +92,32 @@ class MemoryStore(Store, AsyncStore):
                 reply += (allowed, remaining, reset, retry)
             if reply[0] and cost and charge:
                 at = 2
-                for key, state, (_, report, spend, limit, period, rate) in zip(
-                    keys, states, plan.steps, strict=True
+                for key, state, (_, _, spend, limit, period, rate) in zip(
+                    keys, states, steps, strict=True
                 ):
-                    ttl = spend(state, now, limit, period, rate, cost)
-                    data[key] = (state, now + max(ttl, 1))
-                    data.move_to_end(key)
-                    _, reply[at], reply[at + 1], _ = report(state, now, limit, period, rate, 0)
+                    reset = spend(state, now, limit, period, rate, cost)
+                    new = key not in data
+                    data[key] = (state, now + (reset if reset > 0 else 1))
+                    if new:
+                        self._added(now)
+                    reply[at] -= cost
+                    reply[at + 1] = reset
                     at += 4
-                self._trim(now)
             return reply
 
-    def _trim(self, now: int) -> None:
-        """Drop expired keys at the cold end, then the least recently used beyond max_keys."""
+    def _added(self, now: int) -> None:
+        """A key was added: drop the least recently used beyond max_keys and, every so often,
+        expired keys at the cold end."""
         data = self._data
-        for _ in range(2):
-            if not data:
-                return
-            key, (_, expires_at) = next(iter(data.items()))
-            if expires_at >= now:
-                break
-            del data[key]
-        while len(data) > self.max_keys:
+        if len(data) > self.max_keys:
             data.popitem(last=False)
+        self._writes += 1
+        if self._writes & 63 == 0:
+            for _ in range(32):
+                key, (_, expires_at) = next(iter(data.items()))
+                if expires_at >= now or len(data) == 1:
+                    break
+                del data[key]
 
     def delete(self, keys: Sequence[str]) -> None:
         """Forget these keys."""
