@@ -27,7 +27,7 @@ from ratelimit.stores.memory import MemoryStore
 from ratelimit.stores.redis import AsyncRedisStore, RedisStore
 
 if TYPE_CHECKING:
-    from ratelimit import keys
+    import ratelimit.keys as keys
     from ratelimit.decorator import rate_limit
     from ratelimit.stores.upstash import AsyncUpstashStore, UpstashStore
 
