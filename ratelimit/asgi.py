@@ -1,0 +1,289 @@
+"""Pure ASGI rate-limit middleware for Starlette, FastAPI and any ASGI application.
+
+::
+
+    import ratelimit as rl
+    from ratelimit import keys
+    from ratelimit.asgi import RateLimitMiddleware, Rule
+
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=rl.AsyncLimiter("100/minute"),           # every request, per client
+        key=keys.client_ip(),
+        rules=[Rule("/login", "5/minute", methods=["POST"]),
+               Rule("/items/{item_id}", "20/minute")],   # /items/1 and /items/2 share it
+        exempt=["/health", "/static/*"],
+        headers="ietf",
+    )
+
+How a request is limited: ``lifespan`` and unknown scope types pass straight through. An
+``http`` or ``websocket`` scope that is exempt passes through. Otherwise the first
+:class:`Rule` whose path and method match picks the limiter, else ``limiter`` (when given)
+does; requests that nothing picks are not limited. The key function names the client; the
+limiter is hit once. An allowed request goes on with the rate-limit headers added to its
+``http.response.start`` (or to the ``websocket.accept``); the body stream is never touched.
+A denied request is answered here: ``429`` with ``Retry-After``, the headers and a
+problem+json body (or the ``deny`` callable's response). A denied WebSocket handshake is
+answered ``429`` with headers through the ``websocket.http.response`` extension where the
+server offers it, else closed before it is accepted (the server then answers ``403``).
+
+Why rules match their own path templates: Starlette routes a request only *after* the
+middleware stack, so ``scope["route"]`` is not known here. Re-running the router per request
+would cost a scan of every route and depend on router internals. A rule's path is itself a
+template (``/items/{item_id}``, ``{rest:path}``, ``/static/*``, ``*``), matched against the
+request path, and its limit is counted under that template, so every concrete path of it
+shares one limit. For a limit on exactly one route as the router sees it, use the FastAPI
+dependency :class:`ratelimit.fastapi.RateLimit`, which runs after routing.
+
+Failure policy: the limiter never raises for a store failure unless its ``on_error`` is
+``"raise"``; a store-error decision that allowed passes without rate-limit headers, and one
+that denied (``on_error="deny"``) is answered ``503`` with ``Retry-After``, never ``429``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+from ratelimit._web import AnyLimiter, Cost, Exempt, Rule, Selector, check_key
+from ratelimit.errors import ConfigurationError
+from ratelimit.headers import HeadersOption, Renderer, retry_after_seconds
+from ratelimit.keys import KeyFunction, ScopeView, client_ip
+from ratelimit.limiter import AsyncLimiter, Limiter
+from ratelimit.stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from ratelimit.decision import Decision
+
+__all__ = ["HEADERS_SCOPE_KEY", "RateLimitMiddleware", "Rule"]
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+Hit: TypeAlias = Callable[[str, int], Awaitable["Decision"]]
+#: ``deny=``: a callable of (request, decision), sync or async, returning an ASGI app (such as
+#: a Starlette ``Response``) that answers the denied request.
+Deny: TypeAlias = Callable[[Any, "Decision"], Any]
+
+#: Where the middleware keeps the header fields that FastAPI ``RateLimit`` dependencies add
+#: to this request's response: a list of ``(bytes, bytes)``.
+HEADERS_SCOPE_KEY: Final = "ratelimit.headers"
+
+
+def async_hit(limiter: AnyLimiter) -> tuple[AsyncLimiter | Limiter, Hit]:
+    """The limiter ``limiter`` names and an awaitable ``hit`` for it.
+
+    Text builds an :class:`AsyncLimiter` on a new :class:`MemoryStore`. A sync
+    :class:`Limiter` is accepted only on a MemoryStore (its hit does no I/O, so it cannot block
+    the event loop). Raises ConfigurationError otherwise."""
+    if isinstance(limiter, str):
+        limiter = AsyncLimiter(limiter)
+    if isinstance(limiter, AsyncLimiter):
+        return limiter, limiter.hit
+    if isinstance(limiter, Limiter):
+        if not isinstance(limiter.store, MemoryStore):
+            raise ConfigurationError(
+                f"{limiter!r} is a sync Limiter on {limiter.store!r}: it would block the event "
+                "loop on every request; use AsyncLimiter with an async store"
+            )
+        sync_hit = limiter.hit
+
+        async def hit(key: str, cost: int) -> Decision:
+            return sync_hit(key, cost)
+
+        return limiter, hit
+    raise ConfigurationError(
+        f"limiter must be an AsyncLimiter, a Limiter on a MemoryStore, or text such as "
+        f"'10/minute', got {limiter!r}"
+    )
+
+
+async def call(function: Callable[..., Any], *arguments: Any) -> Any:
+    """``function(*arguments)``, awaited when it returns an awaitable (sync or async)."""
+    result = function(*arguments)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def route_path(scope: Scope) -> str:
+    """The request path as the application's routes see it (``root_path`` removed)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        rest = path[len(root) :]
+        if not rest:
+            return "/"
+        if rest[0] == "/":
+            return rest
+    return path
+
+
+# --- the middleware -----------------------------------------------------------------------------
+
+
+class RateLimitMiddleware:
+    """Limits ``http`` requests and ``websocket`` handshakes of an ASGI app; pure ASGI.
+
+    ``limiter``: the limit of every request not matched by a rule (an :class:`AsyncLimiter`,
+    a :class:`Limiter` on a MemoryStore, or text such as ``"100/minute"``); None limits only
+    what ``rules`` match. ``key``: the client's key function, sync or async, called with a
+    Starlette ``Request`` (or ``WebSocket``); built-in keys read the scope directly; default
+    ``keys.client_ip()``. ``rules``: :class:`Rule` list, first match wins. ``exempt``: path
+    patterns (as :class:`Rule` paths) or a callable of the request (sync or async) returning
+    True for requests never limited. ``headers``: ``"ietf"`` (default), ``"draft-6"``,
+    ``"legacy"``, a tuple, or None. ``cost``: units per request (or a callable of the request).
+    ``deny``: a callable of ``(request, decision)`` (sync or async) returning the ASGI app that
+    answers a denied HTTP request (for example a Starlette ``Response``); ``Retry-After`` and
+    the rate-limit headers are added to it unless it sets them. ``partition_key_secret``:
+    bytes; adds a hashed ``pk`` to the ``RateLimit`` field (see :mod:`ratelimit.headers`).
+
+    With neither ``limiter`` nor ``rules`` it limits nothing and only writes the headers that
+    FastAPI :class:`ratelimit.fastapi.RateLimit` dependencies decided, onto any response.
+
+    Awaits the limiter once per limited request (no I/O for a MemoryStore). Raises
+    ConfigurationError at construction for bad options. Per request it raises only what the
+    app, a custom key/cost/exempt/deny callable, or a limiter with ``on_error="raise"``
+    raises (and TypeError when a key function returns something other than a str).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter: AnyLimiter | None = None,
+        *,
+        key: KeyFunction | None = None,
+        rules: Iterable[Rule] = (),
+        exempt: Exempt = (),
+        headers: HeadersOption = "ietf",
+        cost: Cost = 1,
+        deny: Deny | None = None,
+        partition_key_secret: bytes | None = None,
+    ) -> None:
+        self.app = app
+        self.renderer = Renderer(headers, partition_key_secret=partition_key_secret)
+        self._selector: Selector[Hit] = Selector(
+            async_hit, limiter, key, rules, exempt, cost, client_ip
+        )
+        default = self._selector.default
+        self.limiter = default.limiter if default else None
+        self.rules = self._selector.rules
+        if deny is not None and not callable(deny):
+            raise ConfigurationError(f"deny must be a callable, got {deny!r}")
+        self._deny = deny
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimitMiddleware(limiter={self.limiter!r}, rules={list(self.rules)!r}, "
+            f"headers={self.renderer.modes!r})"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        extra: list[tuple[bytes, bytes]] = []
+        selector = self._selector
+        target = None
+        if selector.needs_path:
+            target = selector.select(route_path(scope), scope.get("method", "GET"))
+        else:
+            target = selector.default
+        connection = None
+        if target is not None and selector.exempt_call is not None:
+            connection = _connection(scope, receive, send)
+            if await call(selector.exempt_call, connection):
+                target = None
+        if target is not None:
+            if target.builtin is not None:
+                key = target.builtin.from_view(ScopeView(scope))
+            else:
+                connection = connection or _connection(scope, receive, send)
+                key = check_key(await call(target.key, connection), target.key)
+            cost = target.cost
+            if not isinstance(cost, int):
+                connection = connection or _connection(scope, receive, send)
+                cost = await call(cost, connection)
+            identifier = target.prefix + key if target.prefix else key
+            decision = await target.hit(identifier, cost)
+            if not decision.allowed:
+                if kind == "http":
+                    await self._deny_http(scope, receive, send, decision, identifier)
+                else:
+                    await self._deny_websocket(scope, send, decision, identifier)
+                return
+            extra = self.renderer.raw_fields(decision, identifier)
+
+        scope[HEADERS_SCOPE_KEY] = extra
+        start = "http.response.start" if kind == "http" else "websocket.accept"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == start and extra:
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _deny_headers(
+        self, decision: Decision, identifier: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        status, fields, body = self.renderer.deny(decision, identifier)
+        raw = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in fields]
+        return status, raw, body
+
+    async def _deny_http(
+        self, scope: Scope, receive: Receive, send: Send, decision: Decision, identifier: str
+    ) -> None:
+        if self._deny is None:
+            status, headers, body = self._deny_headers(decision, identifier)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        response = await call(self._deny, _connection(scope, receive, send), decision)
+        fields = self.renderer.raw_fields(decision, identifier)
+        fields.append((b"retry-after", str(retry_after_seconds(decision)).encode("ascii")))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                message["headers"] = headers + [f for f in fields if f[0] not in present]
+            await send(message)
+
+        await response(scope, receive, send_with_headers)
+
+    async def _deny_websocket(
+        self, scope: Scope, send: Send, decision: Decision, identifier: str
+    ) -> None:
+        status, headers, body = self._deny_headers(decision, identifier)
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            start = {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            await send(start)
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            seconds = retry_after_seconds(decision)
+            reason = f"rate limit exceeded; retry in {seconds} s"
+            await send({"type": "websocket.close", "code": 1013, "reason": reason})
+
+
+def _connection(scope: Scope, receive: Receive, send: Send) -> Any:
+    """The framework's request for custom callables: a Starlette ``Request`` or ``WebSocket``
+    (the scope itself when Starlette is not installed)."""
+    try:
+        if scope["type"] == "websocket":
+            from starlette.websockets import WebSocket
+
+            return WebSocket(scope, receive, send)
+        from starlette.requests import Request
+
+        return Request(scope, receive, send)
+    except ImportError:  # pragma: no cover - Starlette is in the web extra
+        return scope

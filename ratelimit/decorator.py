@@ -1,0 +1,138 @@
+"""``rate_limit``: a decorator that limits calls of plain sync and async functions.
+
+::
+
+    import ratelimit as rl
+
+    limiter = rl.Limiter("10/minute")
+
+    @rl.rate_limit(limiter, key=lambda user_id, subject: f"user:{user_id}")
+    def send_email(user_id: int, subject: str) -> None: ...
+
+    send_email(42, "hi")         # raises rl.RateLimitExceeded (with .decision) when denied
+
+    alimiter = rl.AsyncLimiter("5/second", store=rl.AsyncRedisStore(client))
+
+    @rl.rate_limit(alimiter, key=lambda url: url.split("/")[2], wait=True, timeout=30)
+    async def fetch(url: str) -> bytes: ...     # waits its turn instead of raising
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from ratelimit.errors import ConfigurationError, RateLimitExceeded
+from ratelimit.limiter import AsyncLimiter, Limiter
+
+if TYPE_CHECKING:
+    from ratelimit.decision import Decision
+
+__all__ = ["rate_limit"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def rate_limit(
+    limiter: Limiter | AsyncLimiter | str,
+    *,
+    key: Callable[..., str] | str | None = None,
+    cost: int | Callable[..., int] = 1,
+    wait: bool = False,
+    timeout: float | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Limit the calls of the decorated function; its signature and type are kept.
+
+    ``limiter``: a :class:`Limiter` for a sync function, an :class:`AsyncLimiter` for an
+    async one (a MemoryStore serves both), or text such as ``"10/minute"``, which builds the
+    right one on a new MemoryStore. ``key``: a callable receiving the call's own arguments
+    (``self`` too, for a method) and returning the key; a str for one fixed key; None (the
+    default) for one limit on every call of the function, keyed by its qualified name.
+    ``cost``: units per call, or a callable of the call's arguments. ``wait``: sleep until the
+    call is allowed (``Limiter.wait``: blocks the thread; ``AsyncLimiter.wait``: the event loop
+    goes on) instead of raising, for at most ``timeout`` seconds (None: as long as it takes).
+
+    A denied call raises :class:`RateLimitExceeded` carrying the Decision, before the function
+    runs (with ``wait=True``: when the wait would pass ``timeout``). A limiter with
+    ``on_error="raise"`` raises StoreError when its store fails. Decorating raises
+    ConfigurationError for a limiter that cannot serve the function (an AsyncLimiter on a
+    sync function; a sync Limiter on an async one) or a bad cost or key.
+    """
+    import inspect
+
+    if isinstance(key, str):
+        fixed = key
+
+        def key_of(*args: Any, **kwargs: Any) -> str:
+            return fixed
+
+        key_function: Callable[..., str] | None = key_of
+    elif key is None or callable(key):
+        key_function = key
+    else:
+        raise ConfigurationError(f"key must be a callable, a str or None, got {key!r}")
+    if not callable(cost) and (isinstance(cost, bool) or not isinstance(cost, int) or cost < 0):
+        raise ConfigurationError(f"cost must be a non-negative int or a callable, got {cost!r}")
+    if timeout is not None and not wait:
+        raise ConfigurationError("timeout applies to wait=True only")
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        name = f"{function.__module__}.{function.__qualname__}"
+        is_async = inspect.iscoroutinefunction(function)
+        chosen = limiter
+        if isinstance(chosen, str):
+            chosen = AsyncLimiter(chosen) if is_async else Limiter(chosen)
+        if is_async and not isinstance(chosen, AsyncLimiter):
+            raise ConfigurationError(
+                f"{function.__qualname__} is async: give it an AsyncLimiter, not {chosen!r}"
+            )
+        if not is_async and not isinstance(chosen, Limiter):
+            raise ConfigurationError(
+                f"{function.__qualname__} is sync: give it a Limiter, not {chosen!r}"
+            )
+
+        def identify(args: Any, kwargs: Any) -> tuple[str, int]:
+            identifier = name if key_function is None else key_function(*args, **kwargs)
+            if not isinstance(identifier, str):
+                raise TypeError(
+                    f"key of {function.__qualname__} returned {identifier!r}; it must be a str"
+                )
+            units = cost(*args, **kwargs) if callable(cost) else cost
+            return identifier, units
+
+        if isinstance(chosen, AsyncLimiter):
+            async_limiter = chosen
+            coroutine_function = cast("Callable[P, Awaitable[Any]]", function)
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                identifier, units = identify(args, kwargs)
+                if wait:
+                    await async_limiter.wait(identifier, units, timeout)
+                else:
+                    _raise_if_denied(await async_limiter.hit(identifier, units))
+                return await coroutine_function(*args, **kwargs)
+
+            return cast("Callable[P, R]", async_wrapper)
+
+        sync_limiter = chosen
+
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            identifier, units = identify(args, kwargs)
+            if wait:
+                sync_limiter.wait(identifier, units, timeout)
+            else:
+                _raise_if_denied(sync_limiter.hit(identifier, units))
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _raise_if_denied(decision: Decision) -> None:
+    if not decision.allowed:
+        raise RateLimitExceeded(decision)

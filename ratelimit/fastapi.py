@@ -1,0 +1,177 @@
+"""A FastAPI dependency that limits one route, or every route of a router.
+
+::
+
+    from fastapi import Depends, FastAPI
+    from ratelimit import keys
+    from ratelimit.fastapi import RateLimit
+
+    app = FastAPI()
+
+    @app.get("/search", dependencies=[Depends(RateLimit("5/minute", key=keys.client_ip()))])
+    async def search(q: str) -> dict[str, str]: ...
+
+    shared = rl.AsyncLimiter("100/minute", store=rl.AsyncRedisStore(client))
+    router = APIRouter(dependencies=[Depends(RateLimit(shared, key=keys.header("X-API-Key")))])
+
+The dependency runs after routing, so it knows the route template: ``/items/1`` and
+``/items/2`` of ``/items/{item_id}`` share one limit, counted under ``"GET /items/:item_id"``
+(the methods and the template). One ``RateLimit`` used on several routes counts each route
+separately, unless given a ``name``, which makes it one limit shared by all of them.
+
+Headers: when the app also runs :class:`ratelimit.asgi.RateLimitMiddleware` (even one with no
+limiter, which only writes headers), the dependency hands it its fields and they reach every
+response, whatever the endpoint returns: a dict, a model, or a ``Response`` it built itself.
+Without the middleware they go through FastAPI's injected ``Response``, which FastAPI copies
+onto responses it builds from returned data but, by its design, not onto a ``Response``
+object the endpoint returns.
+
+A denial raises :class:`RateLimited`, an ``HTTPException`` (and a
+:class:`ratelimit.RateLimitExceeded`): FastAPI answers ``429`` with ``Retry-After``, the
+rate-limit headers and the body ``{"detail": "Rate limit exceeded; retry in 3 seconds."}``
+as ``application/problem+json`` (a valid RFC 9457 problem object). An exception handler
+registered for ``RateLimited`` or ``RateLimitExceeded`` replaces that answer.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the annotations of
+# ``RateLimit.__call__`` at runtime to inject the Request and the Response.
+from collections.abc import MutableMapping
+from typing import Any, Final
+
+from fastapi import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ratelimit._web import AnyLimiter, Cost, check_cost, check_key, template_name
+from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, call, route_path
+from ratelimit.decision import Decision
+from ratelimit.errors import ConfigurationError, RateLimitExceeded
+from ratelimit.headers import PROBLEM_JSON, HeadersOption, Renderer
+from ratelimit.keys import KeyFunc, KeyFunction, ScopeView, client_ip
+
+__all__ = ["RateLimit", "RateLimited"]
+
+# Header fields that hold one value: a route's own value replaces the middleware's.
+_SINGLE: Final = frozenset(
+    name.encode("latin-1")
+    for name in (
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    )
+)
+
+
+class RateLimited(RateLimitExceeded, HTTPException):
+    """The request was denied: an ``HTTPException`` with status ``429`` (``503`` when a store
+    failure denied it), ``Retry-After`` and the rate-limit headers, carrying ``decision``."""
+
+    def __init__(
+        self, decision: Decision, status_code: int, detail: str, headers: dict[str, str]
+    ) -> None:
+        HTTPException.__init__(self, status_code=status_code, detail=detail, headers=headers)
+        Exception.__init__(self, detail)
+        self.decision = decision
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.detail}"
+
+
+class RateLimit:
+    """A FastAPI dependency limiting the routes it is attached to.
+
+    ``limit``: text such as ``"5/minute"`` (builds an :class:`AsyncLimiter` on its own
+    :class:`MemoryStore`), an :class:`AsyncLimiter` (shares its store, for example Redis), or a
+    :class:`Limiter` on a MemoryStore. ``key``: the client's key function (sync or async,
+    called with the ``Request``; default ``keys.client_ip()``). ``cost``: units per request,
+    or a callable of the request (sync or async). ``headers``: ``"ietf"`` (default),
+    ``"draft-6"``, ``"legacy"``, a tuple, or None. ``name``: count every route using this
+    dependency under one name (default: each route under its own methods and template).
+    ``partition_key_secret``: bytes; adds a hashed ``pk`` to ``RateLimit``.
+
+    The dependency's value is the :class:`Decision` (``decision = Depends(limit)``).
+    Awaits the limiter once per request. Raises :class:`RateLimited` when the request is
+    denied; ConfigurationError at construction for bad options; and at request time only
+    what a custom key or cost callable, or a limiter with ``on_error="raise"``, raises.
+    """
+
+    def __init__(
+        self,
+        limit: AnyLimiter,
+        *,
+        key: KeyFunction | None = None,
+        cost: Cost = 1,
+        headers: HeadersOption = "ietf",
+        name: str | None = None,
+        partition_key_secret: bytes | None = None,
+    ) -> None:
+        self.limiter, self._hit = async_hit(limit)
+        if key is None:
+            key = client_ip()
+        elif not callable(key):
+            raise ConfigurationError(f"key must be a callable of the request, got {key!r}")
+        self.key = key
+        self._builtin = key if isinstance(key, KeyFunc) else None
+        check_cost(cost)
+        self.cost = cost
+        self.renderer = Renderer(headers, partition_key_secret=partition_key_secret)
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"name must be non-empty text, got {name!r}")
+        self._prefix = None if name is None else name + "|"
+        self._route_prefixes: dict[int, tuple[object, str]] = {}
+
+    def __repr__(self) -> str:
+        return f"RateLimit({self.limiter!r}, key={self.key!r})"
+
+    def _route_prefix(self, scope: MutableMapping[str, Any]) -> str:
+        """The text this route's limit is counted under, with its separator."""
+        route = scope.get("route")
+        if route is None:  # not routed (should not happen in FastAPI): the concrete path
+            return template_name(route_path(scope)) + "|"
+        # Routes are not hashable; the cache holds the route itself so its id stays its own.
+        cached = self._route_prefixes.get(id(route))
+        if cached is not None and cached[0] is route:
+            return cached[1]
+        path = str(getattr(route, "path_format", None) or getattr(route, "path", ""))
+        methods = getattr(route, "methods", None)
+        head = ",".join(sorted(methods)) + " " if methods else ""
+        prefix = head + template_name(path) + "|"
+        if len(self._route_prefixes) < 10_000:
+            self._route_prefixes[id(route)] = (route, prefix)
+        return prefix
+
+    async def __call__(self, request: Request, response: Response) -> Decision:
+        """Hit the limiter for this request; returns the Decision or raises RateLimited."""
+        scope = request.scope
+        if self._builtin is not None:
+            key = self._builtin.from_view(ScopeView(scope))
+        else:
+            key = check_key(await call(self.key, request), self.key)
+        cost = self.cost
+        if not isinstance(cost, int):
+            cost = await call(cost, request)
+        identifier = (self._prefix or self._route_prefix(scope)) + key
+        decision = await self._hit(identifier, cost)
+        if not decision.allowed:
+            raise self._denial(decision, identifier)
+        fields = self.renderer.raw_fields(decision, identifier)
+        if fields:
+            shared: list[tuple[bytes, bytes]] | None = scope.get(HEADERS_SCOPE_KEY)
+            if shared is not None:
+                names = {name for name, _ in fields if name in _SINGLE}
+                if names:
+                    shared[:] = [f for f in shared if f[0] not in names]
+                shared.extend(fields)
+            else:  # FastAPI copies these onto the response it builds from returned data
+                response.headers.raw.extend(fields)
+        return decision
+
+    def _denial(self, decision: Decision, identifier: str) -> RateLimited:
+        status, problem = self.renderer.problem(decision)
+        headers = dict(self.renderer.fields(decision, identifier))
+        headers["Retry-After"] = str(problem["retry_after"])
+        headers["Content-Type"] = PROBLEM_JSON
+        return RateLimited(decision, status, str(problem["detail"]), headers)

@@ -1,0 +1,355 @@
+"""A Flask extension: per-view limits with ``@ext.limit``, an optional app-wide default.
+
+::
+
+    from flask import Flask
+    from ratelimit import keys
+    from ratelimit.flask import FlaskRateLimit
+
+    ext = FlaskRateLimit()                      # at import time, no app yet
+
+    def create_app() -> Flask:                  # an app factory; several apps may coexist
+        app = Flask(__name__)
+        app.config["RATELIMIT_TRUSTED_PROXIES"] = ["10.0.0.0/8"]
+        ext.init_app(app)
+        app.register_blueprint(bp)
+        return app
+
+    @bp.route("/login", methods=["POST"])
+    @ext.limit("5/minute", key=keys.client_ip())     # or @ext.limit(limiter, key=...)
+    def login(): ...
+
+Configuration, read by ``init_app`` (each key has a default):
+
+==================================  ==============================================================
+``RATELIMIT_ENABLED``               ``True``; ``False`` turns every limit off (tests, maintenance)
+``RATELIMIT_STORE``                 where text limits keep state: a sync store object (such as
+                                    ``rl.RedisStore(client)``), a ``redis://`` URL (through
+                                    ``RedisStore.from_url``), or None: one MemoryStore per app
+``RATELIMIT_PREFIX``                ``"ratelimit"``: the first part of every store key
+``RATELIMIT_ON_ERROR``              ``"allow"``: what a store failure decides (``"deny"``,
+                                    ``"raise"``)
+``RATELIMIT_HEADERS``               ``"ietf"``; or ``"draft-6"``, ``"legacy"``, a list, None
+``RATELIMIT_KEY``                   the default key function (a callable of the request);
+                                    default ``keys.client_ip()`` with the trusted proxies below
+``RATELIMIT_TRUSTED_PROXIES``       ``[]``: CIDRs of your reverse proxies, for the default key
+``RATELIMIT_DEFAULT``               None; text such as ``"1000/hour"`` limits every request per
+                                    client across the app, except views marked ``@ext.exempt``
+``RATELIMIT_PARTITION_KEY_SECRET``  None; bytes to add a hashed ``pk`` to ``RateLimit``
+==================================  ==============================================================
+
+State lives in ``app.extensions["ratelimit"]``; the extension object holds none, so one
+``FlaskRateLimit`` serves any number of apps, each with its own store and counters. A text
+limit becomes a :class:`Limiter` per app on the app's store, built on first use; a
+:class:`Limiter` passed to ``@ext.limit`` is shared by every app that uses the view.
+
+A view's limit is counted per view (its endpoint, such as ``"login"`` or ``"auth.login"``)
+and per client key; ``name=`` makes several views share one count. Sync and async views work
+alike (an async view may use an async key function). A denial raises :class:`RateLimited`, a
+Werkzeug ``TooManyRequests`` whose response is the ``429`` with ``Retry-After``, the
+rate-limit headers and a problem+json body; ``@app.errorhandler(429)`` can replace it. A
+store failure never becomes a 500 unless ``RATELIMIT_ON_ERROR = "raise"``; with ``"deny"``
+the answer is ``503``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import TooManyRequests
+
+from ratelimit._web import Cost, check_cost, check_key, check_key_function
+from ratelimit.errors import ConfigurationError, RateLimitExceeded
+from ratelimit.headers import Renderer
+from ratelimit.keys import EnvironView, KeyFunc, KeyFunction, client_ip
+from ratelimit.limiter import AsyncLimiter, Limiter
+from ratelimit.stores.base import Store
+
+if TYPE_CHECKING:
+    from ratelimit.decision import Decision
+
+__all__ = ["FlaskRateLimit", "RateLimited", "RateLimiterUnavailable"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_EXTENSION: Final = "ratelimit"
+_EXEMPT: Final = "_ratelimit_exempt"
+# Where a request's header fields wait for after_request: its WSGI environ (cheaper than g).
+_FIELDS: Final = "ratelimit.fields"
+_SINGLE: Final = frozenset(
+    ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-ratelimit-limit",
+     "x-ratelimit-remaining", "x-ratelimit-reset")
+)  # fmt: skip
+
+
+class RateLimited(RateLimitExceeded, TooManyRequests):
+    """A denied request: Werkzeug's ``TooManyRequests`` (so ``@app.errorhandler(429)`` catches
+    it) whose ``response`` is the full answer; carries ``decision``, and ``retry_after`` in
+    seconds (a float, from the decision)."""
+
+    def __init__(self, decision: Decision, response: Response) -> None:
+        # Cooperative: RateLimitExceeded's __init__ runs Werkzeug's with the message.
+        RateLimitExceeded.__init__(self, decision)
+        self.response = response
+
+    @property  # type: ignore[override]  # seconds as a float, not Werkzeug's int/datetime
+    def retry_after(self) -> float:
+        return self.decision.retry_after
+
+    @retry_after.setter
+    def retry_after(self, value: object) -> None:
+        """Werkzeug's constructor sets None here; the decision's value stands."""
+
+    def __str__(self) -> str:
+        return f"{self.code} {RateLimitExceeded.__str__(self)}"
+
+
+class RateLimiterUnavailable(RateLimited):
+    """A request denied because the store failed and ``RATELIMIT_ON_ERROR = "deny"``: code
+    503 (so ``@app.errorhandler(429)`` does not catch it)."""
+
+    code = 503
+
+
+class _State:
+    """One app's rate-limit state: its configuration and the limiters of text limits."""
+
+    __slots__ = ("default", "enabled", "key", "limiters", "on_error", "prefix", "renderer",
+                 "store")  # fmt: skip
+
+    def __init__(self, app: Flask, key: KeyFunction | None) -> None:
+        config = app.config
+        self.enabled = bool(config.get("RATELIMIT_ENABLED", True))
+        store = config.get("RATELIMIT_STORE")
+        if isinstance(store, str):
+            from ratelimit.stores.redis import RedisStore
+
+            store = RedisStore.from_url(store)
+        if store is not None and not isinstance(store, Store):
+            raise ConfigurationError(
+                f"RATELIMIT_STORE must be a sync store (MemoryStore, RedisStore, UpstashStore), "
+                f"a redis:// URL or None, got {store!r}"
+            )
+        if store is None:
+            from ratelimit.stores.memory import MemoryStore
+
+            store = MemoryStore()
+        self.store: Store = store
+        self.prefix: str = config.get("RATELIMIT_PREFIX", "ratelimit")
+        self.on_error = config.get("RATELIMIT_ON_ERROR", "allow")
+        self.renderer = Renderer(
+            config.get("RATELIMIT_HEADERS", "ietf"),
+            partition_key_secret=config.get("RATELIMIT_PARTITION_KEY_SECRET"),
+        )
+        key = config.get("RATELIMIT_KEY", key)
+        if key is None:
+            key = client_ip(trusted_proxies=config.get("RATELIMIT_TRUSTED_PROXIES", ()))
+        check_key_function(key)
+        self.key: KeyFunction = key
+        self.limiters: dict[str, Limiter] = {}
+        default = config.get("RATELIMIT_DEFAULT")
+        self.default = None if default is None else self.limiter(default)
+
+    def limiter(self, limit: str | Limiter) -> Limiter:
+        """The limiter of ``limit`` for this app: text gets one on the app's store (cached)."""
+        if isinstance(limit, Limiter):
+            return limit
+        limiter = self.limiters.get(limit)
+        if limiter is None:
+            limiter = Limiter(limit, store=self.store, prefix=self.prefix, on_error=self.on_error)
+            self.limiters[limit] = limiter
+        return limiter
+
+
+class _Limit:
+    """What ``@ext.limit`` recorded about a view."""
+
+    __slots__ = ("cost", "key", "limit", "name")
+
+    def __init__(self, limit: str | Limiter, key: KeyFunction | None, cost: Cost,
+                 name: str | None) -> None:  # fmt: skip
+        if isinstance(limit, AsyncLimiter):
+            raise ConfigurationError(
+                f"{limit!r} is an AsyncLimiter; Flask views call the limiter synchronously: "
+                "use Limiter"
+            )
+        if isinstance(limit, str):
+            Limiter(limit)  # check the text now, where the mistake is
+        elif not isinstance(limit, Limiter):
+            raise ConfigurationError(
+                f"limit must be text such as '5/minute' or a Limiter, got {limit!r}"
+            )
+        if key is not None:
+            check_key_function(key)
+        check_cost(cost)
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"name must be non-empty text, got {name!r}")
+        self.limit = limit
+        self.key = key
+        self.cost = cost
+        self.name = name
+
+
+class FlaskRateLimit:
+    """Rate limits for Flask apps: ``FlaskRateLimit(app)`` or ``FlaskRateLimit()`` then
+    ``init_app(app)`` for each app (factories, several apps in one process).
+
+    ``key``: the default key function when ``RATELIMIT_KEY`` is not configured (a callable of
+    the Flask request; default ``keys.client_ip()``). Configuration: see the module docs.
+
+    Raises ConfigurationError from ``init_app`` for bad configuration and from ``limit`` for
+    a bad limit, key or cost.
+    """
+
+    def __init__(self, app: Flask | None = None, *, key: KeyFunction | None = None) -> None:
+        if key is not None:
+            check_key_function(key)
+        self._key = key
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read ``app``'s ``RATELIMIT_*`` configuration into ``app.extensions["ratelimit"]``
+        and register the hooks that add headers and apply ``RATELIMIT_DEFAULT``."""
+        first = _EXTENSION not in app.extensions
+        app.extensions[_EXTENSION] = _State(app, self._key)
+        if first:  # calling init_app again re-reads the configuration, hooks stay single
+            app.before_request(_apply_default)
+            app.after_request(_add_headers)
+
+    def limit(
+        self,
+        limit: str | Limiter,
+        *,
+        key: KeyFunction | None = None,
+        cost: Cost = 1,
+        name: str | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a view (sync or async) with a limit.
+
+        ``limit``: text such as ``"5/minute; 100/day"`` (a Limiter per app, on the app's
+        store) or a :class:`Limiter`. ``key``: the client's key function, called with the
+        Flask ``request`` (default: the app's). ``cost``: units per request, or a callable of
+        the request. ``name``: count under this name instead of the view's endpoint.
+
+        The view raises :class:`RateLimited` when denied. Put ``@ext.limit`` below
+        ``@app.route``; stacking several adds several limits, each counted on its own.
+        """
+        spec = _Limit(limit, key, cost, name)
+
+        def decorate(view: Callable[P, R]) -> Callable[P, R]:
+            if inspect.iscoroutinefunction(view):
+                coroutine_view = cast("Callable[P, Awaitable[Any]]", view)
+
+                @functools.wraps(view)
+                async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    state = _state()
+                    if state.enabled:
+                        key = await _resolve(spec.key or state.key)
+                        cost = spec.cost
+                        if not isinstance(cost, int):
+                            cost = await _resolve(cost, text=False)
+                        _check(state, spec, key, cost)
+                    return await coroutine_view(*args, **kwargs)
+
+                return cast("Callable[P, R]", async_wrapper)
+
+            @functools.wraps(view)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                state = _state()
+                if state.enabled:
+                    key = _key(spec.key or state.key)
+                    cost = spec.cost if isinstance(spec.cost, int) else spec.cost(request)
+                    _check(state, spec, key, cost)
+                return view(*args, **kwargs)
+
+            return wrapper
+
+        return decorate
+
+    def exempt(self, view: Callable[P, R]) -> Callable[P, R]:
+        """Mark a view as exempt from ``RATELIMIT_DEFAULT`` (its own ``@ext.limit`` still
+        applies)."""
+        setattr(view, _EXEMPT, True)
+        return view
+
+
+# --- per request --------------------------------------------------------------------------------
+
+
+def _state() -> _State:
+    try:
+        return cast(_State, current_app.extensions[_EXTENSION])
+    except KeyError:
+        raise ConfigurationError(
+            f"FlaskRateLimit is not initialised on app {current_app.name!r}: call ext.init_app(app)"
+        ) from None
+
+
+def _key(key_function: KeyFunction) -> str:
+    """The key of the current request: built-in keys read the WSGI environ directly."""
+    if isinstance(key_function, KeyFunc):
+        return key_function.from_view(EnvironView(request.environ))
+    return check_key(key_function(request), key_function)
+
+
+async def _resolve(function: Callable[[Any], Any], text: bool = True) -> Any:
+    if isinstance(function, KeyFunc):
+        return function.from_view(EnvironView(request.environ))
+    result = function(request)
+    if inspect.isawaitable(result):
+        result = await result
+    return check_key(result, function) if text else result
+
+
+def _check(state: _State, spec: _Limit, key: str, cost: int) -> None:
+    """Hit the view's limiter; record the headers or raise RateLimited."""
+    name = spec.name if spec.name is not None else request.endpoint or request.path
+    _hit(state, state.limiter(spec.limit), f"{name}|{key}", cost)
+
+
+def _hit(state: _State, limiter: Limiter, identifier: str, cost: int) -> None:
+    decision = limiter.hit(identifier, cost)
+    if not decision.allowed:
+        status, headers, body = state.renderer.deny(decision, identifier)
+        response = Response(body, status=status, headers=headers)
+        if status == 503:
+            raise RateLimiterUnavailable(decision, response)
+        raise RateLimited(decision, response)
+    fields = state.renderer.fields(decision, identifier)
+    if fields:
+        environ = request.environ
+        recorded: list[tuple[str, str]] | None = environ.get(_FIELDS)
+        if recorded is None:
+            environ[_FIELDS] = fields
+        else:
+            single = {n for n, _ in fields if n.lower() in _SINGLE}
+            if single:
+                recorded[:] = [f for f in recorded if f[0] not in single]
+            recorded.extend(fields)
+
+
+def _apply_default() -> None:
+    """``before_request``: the app-wide ``RATELIMIT_DEFAULT``, per client."""
+    state = _state()
+    if not state.enabled or state.default is None:
+        return
+    endpoint = request.endpoint
+    view = current_app.view_functions.get(endpoint) if endpoint else None
+    if view is not None and getattr(view, _EXEMPT, False):
+        return
+    _hit(state, state.default, _key(state.key), 1)
+
+
+def _add_headers(response: Response) -> Response:
+    """``after_request``: add the rate-limit headers recorded for this request."""
+    fields: list[tuple[str, str]] | None = request.environ.get(_FIELDS)
+    if fields:
+        for name, value in fields:
+            response.headers.add(name, value)
+    return response

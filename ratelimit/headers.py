@@ -1,0 +1,293 @@
+"""Rate-limit response headers and the deny response, rendered from a :class:`Decision`.
+
+Shared by every HTTP integration; pure code, no I/O. Modes (``headers=`` of each
+integration; one, a tuple of several, or None for no rate-limit headers):
+
+``"ietf"``
+    draft-ietf-httpapi-ratelimit-headers-11: ``RateLimit-Policy`` and ``RateLimit``, each a
+    Structured Field List with one item per policy, named by the policy's ``id`` (a String)::
+
+        RateLimit-Policy: "s100.60000";q=100;w=60, "f1000.86400000";q=1000;w=86400
+        RateLimit: "s100.60000";r=42;t=60, "f1000.86400000";r=917;t=86400
+
+    ``q`` is the policy's limit and ``w`` its window in whole seconds (rounded up). A token
+    bucket has no window; it advertises ``q=burst`` and ``w`` = the time a full refill takes,
+    so ``q/w`` is its sustained rate and ``r`` never exceeds ``q``. ``r`` is what the policy
+    still admits and ``t`` the seconds until it is back to full capacity (rounded up). With a
+    ``partition_key_secret``, each ``RateLimit`` item carries ``pk``: a keyed hash (HMAC-SHA256,
+    12 bytes) of the rate-limit key, never the key itself, so no IP address or user id leaks.
+
+``"draft-6"``
+    ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` (seconds, rounded up) of
+    the binding policy, as in draft 6 and many gateways.
+
+``"legacy"``
+    ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` as GitHub,
+    Flask-Limiter and slowapi send them: the reset is a Unix time in whole seconds.
+
+Every denial has ``Retry-After`` (delay-seconds, rounded up, never 0) and a short
+``application/problem+json`` body naming the retry time. A decision the limiter made because
+its store failed (``reason="store_error"``) gets no rate-limit headers (its numbers are not
+counts); if ``on_error="deny"`` made it a denial, it is answered ``503`` with ``Retry-After``,
+not ``429``: the client did nothing wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+
+from ratelimit.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ratelimit.decision import Decision
+    from ratelimit.policies import Policy
+
+__all__ = ["HeaderMode", "HeadersOption", "Renderer", "retry_after_seconds"]
+
+HeaderMode: TypeAlias = Literal["ietf", "draft-6", "legacy"]
+HeadersOption: TypeAlias = HeaderMode | Sequence[HeaderMode] | None
+
+MODES: Final = ("ietf", "draft-6", "legacy")
+_NAMES: Final = {
+    "ietf": ("RateLimit-Policy", "RateLimit"),
+    "draft-6": ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"),
+    "legacy": ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"),
+}
+QUOTA_EXCEEDED: Final = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+REDUCED_CAPACITY: Final = (
+    "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
+)
+PROBLEM_JSON: Final = "application/problem+json"
+
+
+def parse_modes(headers: HeadersOption) -> tuple[HeaderMode, ...]:
+    """The header modes ``headers`` names, validated, without repeats, in a fixed order.
+
+    Raises ConfigurationError for an unknown mode."""
+    if headers is None:
+        return ()
+    chosen = [headers] if isinstance(headers, str) else list(headers)
+    for mode in chosen:
+        if mode not in MODES:
+            raise ConfigurationError(
+                f"unknown headers mode {mode!r}: use 'ietf', 'draft-6', 'legacy', a tuple of "
+                "them, or None"
+            )
+    return tuple(m for m in MODES if m in chosen)
+
+
+def retry_after_seconds(decision: Decision) -> int:
+    """``Retry-After`` of a denial: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(decision.retry_after))
+
+
+def _window_seconds(policy: Policy) -> int:
+    """``w`` of a policy: its window, or a token bucket's full-refill time, in seconds (>= 1)."""
+    rate = getattr(policy, "rate", None)
+    if isinstance(rate, int):  # a token bucket: burst tokens take burst/rate periods to refill
+        return max(1, -(-policy.limit * policy.period_ms // (rate * 1000)))
+    return max(1, -(-policy.period_ms // 1000))
+
+
+def _per_policy(decision: Decision) -> tuple[Decision, ...]:
+    """The per-policy decisions to render. A one-policy limiter's Decision is its own detail:
+    reading ``_details`` (None there) spares building the lazy ``details`` tuple per request."""
+    details = getattr(decision, "_details", ())
+    if details is None:
+        return (decision,)
+    return details or decision.details or (decision,)
+
+
+class Renderer:
+    """Renders Decisions as response header fields in the chosen modes, and denials as
+    complete responses. Build one per integration (it caches each policy's fixed text).
+
+    ``headers``: a mode, a tuple of modes, or None (see the module docs).
+    ``partition_key_secret``: bytes; when given, ``RateLimit`` items carry ``pk``, an HMAC of
+    the rate-limit key under this secret (use the same secret on every server).
+
+    Raises ConfigurationError for an unknown mode or a secret that is not bytes. Rendering
+    never raises.
+    """
+
+    __slots__ = (
+        "_draft6",
+        "_entries",
+        "_fast",
+        "_ietf",
+        "_joined",
+        "_legacy",
+        "_names",
+        "_raw_entries",
+        "_raw_names",
+        "_secret",
+        "modes",
+    )
+
+    def __init__(
+        self, headers: HeadersOption = "ietf", *, partition_key_secret: bytes | None = None
+    ) -> None:
+        self.modes = parse_modes(headers)
+        if partition_key_secret is not None and not isinstance(
+            partition_key_secret, (bytes, bytearray)
+        ):
+            raise ConfigurationError(
+                f"partition_key_secret must be bytes, got {type(partition_key_secret).__name__}"
+            )
+        self._secret = bytes(partition_key_secret) if partition_key_secret else None
+        self._ietf = "ietf" in self.modes
+        self._draft6 = "draft-6" in self.modes
+        self._legacy = "legacy" in self.modes
+        self._names: tuple[str, ...] = tuple(n for m in self.modes for n in _NAMES[m])
+        self._raw_names = tuple(n.lower().encode("latin-1") for n in self._names)
+        self._entries: dict[str, tuple[str, str]] = {}
+        self._raw_entries: dict[str, tuple[bytes, bytes]] = {}
+        self._fast = self.modes == ("ietf",) and self._secret is None
+        self._joined: dict[tuple[str, ...], str] = {}
+
+    def __repr__(self) -> str:
+        return f"Renderer(headers={self.modes!r}, partition_key={self._secret is not None})"
+
+    # --- the pieces -----------------------------------------------------------------------------
+
+    def _entry(self, policy: Policy) -> tuple[str, str]:
+        """A policy's fixed texts, computed once: its ``RateLimit-Policy`` item and the head of
+        its ``RateLimit`` item. Keyed by ``policy.id`` (a str hashes faster than a policy)."""
+        entry = self._entries.get(policy.id)
+        if entry is None:
+            name = f'"{policy.id}"'
+            entry = (f"{name};q={policy.limit};w={_window_seconds(policy)}", f"{name};r=")
+            if len(self._entries) < 4096:
+                self._entries[policy.id] = entry
+        return entry
+
+    def policy_value(self, decision: Decision) -> str:
+        """The ``RateLimit-Policy`` value of the decision's policies (computed once per set of
+        policies, then reused)."""
+        details = _per_policy(decision)
+        if len(details) == 1:
+            return self._entry(details[0].policy)[0]
+        ids = tuple(d.policy.id for d in details)
+        text = self._joined.get(ids)
+        if text is None:
+            text = ", ".join(self._entry(d.policy)[0] for d in details)
+            if len(self._joined) < 1024:
+                self._joined[ids] = text
+        return text
+
+    def _pk(self, key: str | None) -> str:
+        if self._secret is None or key is None:
+            return ""
+        digest = hmac.new(self._secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return ";pk=:" + base64.b64encode(digest.digest()[:12]).decode("ascii") + ":"
+
+    def ratelimit_value(self, decision: Decision, key: str | None = None) -> str:
+        """The ``RateLimit`` value: one item per policy, ``r`` remaining, ``t`` seconds to full
+        capacity, and ``pk`` when a secret was given and ``key`` is known."""
+        pk = self._pk(key)
+        ceil = math.ceil
+        details = _per_policy(decision)
+        if len(details) == 1:
+            d = details[0]
+            return f"{self._entry(d.policy)[1]}{d.remaining};t={ceil(d.reset_after)}{pk}"
+        return ", ".join(
+            f"{self._entry(d.policy)[1]}{d.remaining};t={ceil(d.reset_after)}{pk}" for d in details
+        )
+
+    def values(self, decision: Decision, key: str | None = None) -> list[str]:
+        """The header values, aligned with :attr:`names`; empty for a store-error decision."""
+        if decision.reason == "store_error" or not self._names:
+            return []
+        out: list[str] = []
+        if self._ietf:
+            out.append(self.policy_value(decision))
+            out.append(self.ratelimit_value(decision, key))
+        if self._draft6 or self._legacy:
+            limit = str(decision.limit)
+            remaining = str(decision.remaining)
+            if self._draft6:
+                out += (limit, remaining, str(math.ceil(decision.reset_after)))
+            if self._legacy:
+                reset = str(math.ceil(time.time() + decision.reset_after))
+                out += (limit, remaining, reset)
+        return out
+
+    # --- whole header lists ---------------------------------------------------------------------
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The header names this renderer writes, in order."""
+        return self._names
+
+    def fields(self, decision: Decision, key: str | None = None) -> list[tuple[str, str]]:
+        """The rate-limit header fields of an answered request, as ``(name, value)`` text
+        (WSGI style). Empty for a store-error decision or ``headers=None``."""
+        return list(zip(self._names, self.values(decision, key), strict=False))
+
+    def raw_fields(self, decision: Decision, key: str | None = None) -> list[tuple[bytes, bytes]]:
+        """As :meth:`fields`, as ASGI wants them: lower-case latin-1 bytes."""
+        if decision.reason == "store_error" or not self._names:
+            return []
+        if self._fast and getattr(decision, "_details", ()) is None:
+            # The common case, built straight as bytes: "ietf" only, one policy, no pk.
+            policy, head = self._raw_entry(decision.policy)
+            state = b"%s%d;t=%d" % (head, decision.remaining, math.ceil(decision.reset_after))
+            return [(b"ratelimit-policy", policy), (b"ratelimit", state)]
+        names = self._raw_names
+        return [(names[i], v.encode("latin-1")) for i, v in enumerate(self.values(decision, key))]
+
+    def _raw_entry(self, policy: Policy) -> tuple[bytes, bytes]:
+        entry = self._raw_entries.get(policy.id)
+        if entry is None:
+            policy_text, head = self._entry(policy)
+            entry = (policy_text.encode("latin-1"), head.encode("latin-1"))
+            if len(self._raw_entries) < 4096:
+                self._raw_entries[policy.id] = entry
+        return entry
+
+    def problem(self, decision: Decision) -> tuple[int, dict[str, object]]:
+        """The status and the problem+json object (RFC 9457) answering a denial: ``429``, or
+        ``503`` when a store failure denied it (``reason="store_error"``)."""
+        seconds = retry_after_seconds(decision)
+        if decision.reason == "store_error":
+            return 503, {
+                "type": REDUCED_CAPACITY,
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": f"The rate limiter is unavailable; retry in {seconds} seconds.",
+                "retry_after": seconds,
+            }
+        unit = "second" if seconds == 1 else "seconds"
+        violated = [d.policy.id for d in _per_policy(decision) if not d.allowed]
+        return 429, {
+            "type": QUOTA_EXCEEDED,
+            "title": "Too Many Requests",
+            "status": 429,
+            "detail": f"Rate limit exceeded; retry in {seconds} {unit}.",
+            "retry_after": seconds,
+            "violated-policies": violated or [decision.policy.id],
+        }
+
+    def deny(
+        self, decision: Decision, key: str | None = None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The response to a denied request: ``(status, headers, body)``.
+
+        ``429`` with the rate-limit fields, ``Retry-After`` and a problem+json body; ``503``
+        with ``Retry-After`` (and no rate-limit fields) when a store failure denied it."""
+        status, problem = self.problem(decision)
+        body = json.dumps(problem, separators=(",", ":")).encode("utf-8")
+        headers = self.fields(decision, key)
+        headers += [
+            ("Retry-After", str(problem["retry_after"])),
+            ("Content-Type", PROBLEM_JSON),
+            ("Content-Length", str(len(body))),
+        ]
+        return status, headers, body

@@ -1,0 +1,183 @@
+"""WSGI rate-limit middleware for Flask, Django, Pyramid, Bottle or any WSGI application.
+
+::
+
+    import ratelimit as rl
+    from ratelimit import keys
+    from ratelimit.wsgi import Rule, WSGIRateLimitMiddleware
+
+    app.wsgi_app = WSGIRateLimitMiddleware(          # Flask; or wrap any WSGI callable
+        app.wsgi_app,
+        limiter=rl.Limiter("100/minute", store=rl.RedisStore(client)),
+        key=keys.client_ip(trusted_proxies=["10.0.0.0/8"]),
+        rules=[Rule("/login", "5/minute", methods=["POST"])],
+        exempt=["/health"],
+        headers="ietf",
+    )
+
+Rules, exemptions, keys and headers work as in :mod:`ratelimit.asgi`. Custom key, cost and
+exempt callables get the WSGI ``environ`` (the request of raw WSGI; the built-in keys read it
+directly). An allowed request goes on with the rate-limit headers added to the headers its
+application passes to ``start_response`` (each time it is called, so an error page sent with
+``exc_info`` gets them too); the application's own iterable is returned as it is, so its
+``close()`` reaches the server and ``wsgi.file_wrapper`` stays effective. A denied request is
+answered here: ``429`` with ``Retry-After``, the headers and a problem+json body, or the
+``deny`` callable's response (``503`` when a store failure denied it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ratelimit._web import AnyLimiter, Cost, Exempt, Rule, Selector, check_key
+from ratelimit.errors import ConfigurationError
+from ratelimit.headers import HeadersOption, Renderer, retry_after_seconds
+from ratelimit.keys import EnvironView, KeyFunction, client_ip
+from ratelimit.limiter import AsyncLimiter, Limiter
+
+if TYPE_CHECKING:
+    from ratelimit.decision import Decision
+
+__all__ = ["Rule", "WSGIRateLimitMiddleware"]
+
+Environ: TypeAlias = dict[str, Any]
+ExcInfo: TypeAlias = "tuple[type[BaseException], BaseException, TracebackType | None]"
+Headers: TypeAlias = list[tuple[str, str]]
+StartResponse: TypeAlias = Callable[..., Callable[[bytes], object]]
+WSGIApp: TypeAlias = Callable[[Environ, StartResponse], Iterable[bytes]]
+Hit: TypeAlias = Callable[[str, int], "Decision"]
+#: ``deny=``: a callable of (environ, decision) returning a WSGI app that answers the request.
+Deny: TypeAlias = Callable[[Environ, "Decision"], WSGIApp]
+
+_REASONS = {429: "429 Too Many Requests", 503: "503 Service Unavailable"}
+
+
+def sync_hit(limiter: AnyLimiter) -> tuple[Limiter, Hit]:
+    """The :class:`Limiter` ``limiter`` names (text builds one on a MemoryStore) and its hit.
+
+    Raises ConfigurationError for an AsyncLimiter (WSGI cannot await) or anything else."""
+    if isinstance(limiter, str):
+        limiter = Limiter(limiter)
+    if isinstance(limiter, Limiter):
+        return limiter, limiter.hit
+    if isinstance(limiter, AsyncLimiter):
+        raise ConfigurationError(
+            f"{limiter!r} is an AsyncLimiter; WSGI code is sync: use Limiter (with RedisStore "
+            "rather than AsyncRedisStore)"
+        )
+    raise ConfigurationError(
+        f"limiter must be a Limiter or text such as '10/minute', got {limiter!r}"
+    )
+
+
+def route_path(environ: Environ) -> str:
+    """The path the application's routes see: ``PATH_INFO`` (``SCRIPT_NAME`` is the mount)."""
+    path = environ.get("PATH_INFO") or "/"
+    return path if isinstance(path, str) else "/"
+
+
+class WSGIRateLimitMiddleware:
+    """Limits the requests of a WSGI application.
+
+    ``limiter``: the limit of every request no rule matches (a :class:`Limiter`, or text such
+    as ``"100/minute"`` for a Limiter on a MemoryStore); None limits only what ``rules``
+    match. ``key``: the client's key function, called with the ``environ`` (default
+    ``keys.client_ip()``). ``rules``: :class:`Rule` list, first match wins. ``exempt``: path
+    patterns or a callable of the environ returning True for requests never limited.
+    ``headers``: ``"ietf"`` (default), ``"draft-6"``, ``"legacy"``, a tuple, or None.
+    ``cost``: units per request, or a callable of the environ. ``deny``: a callable of
+    ``(environ, decision)`` returning the WSGI app that answers a denied request (such as a
+    Werkzeug ``Response``); ``Retry-After`` and the rate-limit headers are added unless it
+    sets them. ``partition_key_secret``: bytes; adds a hashed ``pk`` to ``RateLimit``.
+
+    Blocks on the limiter's store once per limited request. Raises ConfigurationError at
+    construction for bad options; per request only what the application, a custom callable,
+    or a limiter with ``on_error="raise"`` raises (TypeError when a key returns no str).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        limiter: AnyLimiter | None = None,
+        *,
+        key: KeyFunction | None = None,
+        rules: Iterable[Rule] = (),
+        exempt: Exempt = (),
+        headers: HeadersOption = "ietf",
+        cost: Cost = 1,
+        deny: Deny | None = None,
+        partition_key_secret: bytes | None = None,
+    ) -> None:
+        self.app = app
+        self.renderer = Renderer(headers, partition_key_secret=partition_key_secret)
+        self._selector: Selector[Hit] = Selector(
+            sync_hit, limiter, key, rules, exempt, cost, client_ip
+        )
+        default = self._selector.default
+        self.limiter: Limiter | None = default.limiter if default else None
+        self.rules = self._selector.rules
+        if deny is not None and not callable(deny):
+            raise ConfigurationError(f"deny must be a callable, got {deny!r}")
+        self._deny = deny
+
+    def __repr__(self) -> str:
+        return (
+            f"WSGIRateLimitMiddleware(limiter={self.limiter!r}, rules={list(self.rules)!r}, "
+            f"headers={self.renderer.modes!r})"
+        )
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        selector = self._selector
+        if selector.needs_path:
+            target = selector.select(route_path(environ), environ.get("REQUEST_METHOD", "GET"))
+        else:
+            target = selector.default
+        if target is None or (selector.exempt_call is not None and selector.exempt_call(environ)):
+            return self.app(environ, start_response)
+
+        if target.builtin is not None:
+            key = target.builtin.from_view(EnvironView(environ))
+        else:
+            key = check_key(target.key(environ), target.key)
+        cost = target.cost if isinstance(target.cost, int) else target.cost(environ)
+        identifier = target.prefix + key if target.prefix else key
+        decision = target.hit(identifier, cost)
+        if not decision.allowed:
+            return self._denied(environ, start_response, decision, identifier)
+
+        extra = self.renderer.fields(decision, identifier)
+        if not extra:
+            return self.app(environ, start_response)
+
+        def start_with_headers(
+            status: str, headers: Headers, exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            return start_response(status, [*headers, *extra], exc_info)
+
+        return self.app(environ, start_with_headers)
+
+    def _denied(
+        self,
+        environ: Environ,
+        start_response: StartResponse,
+        decision: Decision,
+        identifier: str,
+    ) -> Iterable[bytes]:
+        if self._deny is None:
+            status, headers, body = self.renderer.deny(decision, identifier)
+            start_response(_REASONS[status], headers)
+            return [body]
+        fields = self.renderer.fields(decision, identifier)
+        fields.append(("Retry-After", str(retry_after_seconds(decision))))
+        response = self._deny(environ, decision)
+
+        def start_with_headers(
+            status: str, headers: Headers, exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            present = {name.lower() for name, _ in headers}
+            added = [f for f in fields if f[0].lower() not in present]
+            return start_response(status, [*headers, *added], exc_info)
+
+        return response(environ, start_with_headers)
