@@ -21,31 +21,39 @@ local function ceil_div(a, b)
   return -floor_div(-a, b)
 end
 
--- Reads a key's state: a string of integers separated by spaces, or nil when absent or unreadable.
+-- Reads a key's state: two or three integers separated by spaces, or nil when the key is
+-- absent or holds anything else.
 local function read_state(key, fields)
   local raw = redis.call('GET', key)
   if not raw then
     return nil
   end
-  local state = {}
-  for field in string.gmatch(raw, '%-?%d+') do
-    state[#state + 1] = tonumber(field)
-  end
-  if #state ~= fields then
+  if fields == 2 then
+    local a, b = string.match(raw, '^(%-?%d+) (%-?%d+)$')
+    if a then
+      return {tonumber(a), tonumber(b)}
+    end
     return nil
   end
-  return state
+  local a, b, c = string.match(raw, '^(%-?%d+) (%-?%d+) (%-?%d+)$')
+  if a then
+    return {tonumber(a), tonumber(b), tonumber(c)}
+  end
+  return nil
 end
 
--- Writes a key's state with a TTL in milliseconds (at least 1); returns the TTL.
-local function write_state(key, ttl, ...)
-  local fields = {...}
-  for i = 1, #fields do
-    fields[i] = string.format('%d', fields[i])
-  end
+-- Writes a key's state (two or three integers) with a TTL in milliseconds (at least 1);
+-- returns the TTL.
+local function write_state(key, ttl, a, b, c)
   if ttl < 1 then
     ttl = 1
   end
-  redis.call('SET', key, table.concat(fields, ' '), 'PX', string.format('%d', ttl))
+  local value
+  if c then
+    value = string.format('%d %d %d', a, b, c)
+  else
+    value = string.format('%d %d', a, b)
+  end
+  redis.call('SET', key, value, 'PX', string.format('%d', ttl))
   return ttl
 end

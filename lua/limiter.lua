@@ -21,14 +21,14 @@ local cost = tonumber(ARGV[2])
 local algorithms = {f = fixed_window, s = sliding_window, t = token_bucket}
 
 local reply = {1}
-local states = {}
+local states, policies = {}, {}
 for i = 1, #KEYS do
   local at = 4 * i
   local algorithm = algorithms[ARGV[at]]
   local limit, period, rate = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
   local s = algorithm.load(KEYS[i], now, limit, period, rate)
   local allowed, remaining, reset, retry = algorithm.report(s, now, limit, period, rate, cost)
-  states[i] = s
+  states[i], policies[i] = s, {algorithm, limit, period, rate}
   if allowed == 0 then
     reply[1] = 0
   end
@@ -40,11 +40,9 @@ if reply[1] == 1 and cost > 0 and ARGV[3] == '1' then
   -- charge every policy; after a charge, remaining drops by the cost and the key's TTL is
   -- exactly the time back to full capacity
   for i = 1, #KEYS do
-    local at = 4 * i
-    local algorithm = algorithms[ARGV[at]]
-    local limit, period, rate = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+    local p = policies[i]
     local r = 4 * i - 2
-    reply[r + 2] = algorithm.charge(states[i], KEYS[i], now, limit, period, rate, cost)
+    reply[r + 2] = p[1].charge(states[i], KEYS[i], now, p[2], p[3], p[4], cost)
     reply[r + 1] = reply[r + 1] - cost
   end
 end

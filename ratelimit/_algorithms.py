@@ -1,16 +1,17 @@
 """The Python twin of the Lua scripts in ``lua/``, for the memory store.
 
-Each algorithm has the same three steps as its Lua file, with the same integer arithmetic
-(Python's ints are exact, so ``//`` plays the part of ``floor_div``):
+One function per algorithm does what its Lua file's ``load``, ``report`` and ``charge`` do
+together, with the same integer arithmetic (Python's ints are exact, so ``//`` plays the part
+of ``floor_div``)::
 
-- ``load(state, now, limit, period, rate) -> state``: the key's state as of ``now``, from the
-  stored state (or ``None``); a new list, the stored one is never changed.
-- ``report(state, now, limit, period, rate, cost) -> (allowed, remaining, reset_ms, retry_ms)``.
-- ``charge(state, now, limit, period, rate, cost) -> ttl_ms``: spends ``cost`` in ``state``;
-  the TTL is also the ``reset_after`` after the charge, and ``remaining`` drops by ``cost``.
+    check(stored, now, limit, period, rate, cost, charge)
+        -> (allowed, remaining, reset_ms, retry_ms, new_state)
 
-The differential test runs these and the Lua on a real server side by side and demands the same
-decisions; change both or neither.
+``stored`` is the key's state or None; it is never changed. When ``charge`` is true, ``cost``
+is positive and the policy allows it, ``new_state`` is the state after the charge (else None),
+``remaining`` and ``reset_ms`` describe the state after it, and ``reset_ms`` is also the key's
+TTL. The differential test runs these and the Lua on a real server side by side and demands the
+same decisions: change both or neither.
 """
 
 from __future__ import annotations
@@ -19,107 +20,89 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 State: TypeAlias = list[int]
-Report: TypeAlias = tuple[int, int, int, int]
-Load: TypeAlias = Callable[[State | None, int, int, int, int], State]
-ReportFn: TypeAlias = Callable[[State, int, int, int, int, int], Report]
-Charge: TypeAlias = Callable[[State, int, int, int, int, int], int]
+Result: TypeAlias = tuple[int, int, int, int, "State | None"]
+Check: TypeAlias = Callable[[State | None, int, int, int, int, int, bool], Result]
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
+def fixed_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
+                charge: bool) -> Result:  # fmt: skip
+    """Fixed window; state ``[start, count]``. See lua/fixed_window.lua."""
+    if s is None or now >= s[0] + period:
+        start, count = now, 0
+    else:
+        start, count = s
+    end = start + period - now
+    if count + cost > limit:
+        return 0, limit - count, end if count > 0 else 0, end, None
+    if charge and cost:
+        return 1, limit - count - cost, end, 0, [start, count + cost]
+    return 1, limit - count, end if count > 0 else 0, 0, None
 
 
-# Fixed window: state [start, count].
-def fixed_load(s: State | None, now: int, limit: int, period: int, rate: int) -> State:
-    if s is not None and now < s[0] + period:
-        return [s[0], s[1]]
-    return [now, 0]
-
-
-def fixed_report(s: State, now: int, limit: int, period: int, rate: int, cost: int) -> Report:
-    start, count = s
-    reset = start + period - now if count > 0 else 0
-    if count + cost <= limit:
-        return 1, limit - count, reset, 0
-    return 0, limit - count, reset, start + period - now
-
-
-def fixed_charge(s: State, now: int, limit: int, period: int, rate: int, cost: int) -> int:
-    s[1] += cost
-    return s[0] + period - now
-
-
-# Sliding window: state [start, prev, cur].
-def sliding_load(s: State | None, now: int, limit: int, period: int, rate: int) -> State:
+def sliding_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
+                  charge: bool) -> Result:  # fmt: skip
+    """Weighted two-window counter; state ``[start, prev, cur]``. See lua/sliding_window.lua."""
+    start, prev, cur = now, 0, 0
     if s is not None:
-        start, prev, cur = s
-        if now >= start + period:
-            windows = (now - start) // period
-            prev, cur = (cur, 0) if windows == 1 else (0, 0)
-            start += windows * period
-        if prev > 0 or cur > 0:
-            return [start, prev, cur]
-    return [now, 0, 0]
-
-
-def sliding_report(s: State, now: int, limit: int, period: int, rate: int, cost: int) -> Report:
-    start, prev, cur = s
-    e = max(now - start, 0)
-    remaining = max(limit - cur - _ceil_div(prev * (period - e), period), 0)
+        a, b, c = s
+        if now >= a + period:
+            windows = (now - a) // period
+            b, c = (c, 0) if windows == 1 else (0, 0)
+            a += windows * period
+        if b > 0 or c > 0:
+            start, prev, cur = a, b, c
+    e = now - start if now > start else 0
+    weighted = prev * (period - e)
+    remaining = limit - cur + (-weighted // period)  # limit - cur - ceil(weighted / period)
+    if remaining < 0:
+        remaining = 0
+    allowed = 1
+    retry = 0
+    if weighted + (cur + cost) * period <= limit * period:
+        if charge and cost:
+            return 1, remaining - cost, start + 2 * period - now, 0, [start, prev, cur + cost]
+    elif cur + cost <= limit:  # later in this window, once prev's weight has shrunk enough
+        allowed, retry = 0, start + period - (limit - cur - cost) * period // prev - now
+    else:  # in the next window, where cur becomes the weighted previous count
+        allowed, retry = 0, start + 2 * period - (limit - cost) * period // cur - now
     if cur > 0:
         reset = start + 2 * period - now
     elif prev > 0:
         reset = start + period - now
     else:
         reset = 0
-    if prev * (period - e) + (cur + cost) * period <= limit * period:
-        return 1, remaining, reset, 0
-    if cur + cost <= limit:
-        retry = start + period - (limit - cur - cost) * period // prev - now
-    else:
-        retry = start + 2 * period - (limit - cost) * period // cur - now
-    return 0, remaining, reset, retry
+    return allowed, remaining, reset, retry, None
 
 
-def sliding_charge(s: State, now: int, limit: int, period: int, rate: int, cost: int) -> int:
-    s[2] += cost
-    return s[0] + 2 * period - now
-
-
-# Token bucket: state [level, ts], one token = `period` units, `rate` units per millisecond.
-def bucket_load(s: State | None, now: int, limit: int, period: int, rate: int) -> State:
+def bucket_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
+                 charge: bool) -> Result:  # fmt: skip
+    """Token bucket; state ``[level, ts]``, one token = ``period`` units, ``rate`` units per
+    millisecond. See lua/token_bucket.lua."""
     capacity = limit * period
     if s is None:
-        return [capacity, now]
-    level, ts = s
-    if now > ts:
-        elapsed = now - ts
-        if elapsed >= _ceil_div(capacity - level, rate):
-            level = capacity
-        else:
-            level += elapsed * rate
-        ts = now
-    return [level, ts]
+        level, ts = capacity, now
+    else:
+        level, ts = s
+        if now > ts:
+            elapsed = now - ts
+            if elapsed >= -(-(capacity - level) // rate):
+                level = capacity
+            else:
+                level += elapsed * rate
+            ts = now
+    lag = ts - now  # > 0 only when this caller's clock is behind the last writer's
+    need = cost * period
+    allowed = 1
+    retry = 0
+    if level >= need:
+        if charge and cost:
+            level -= need
+            return 1, level // period, lag - (-(capacity - level) // rate), 0, [level, ts]
+    else:
+        allowed, retry = 0, lag - (-(need - level) // rate)
+    reset = lag - (-(capacity - level) // rate) if level < capacity else 0
+    return allowed, level // period, reset, retry, None
 
 
-def bucket_report(s: State, now: int, limit: int, period: int, rate: int, cost: int) -> Report:
-    level, ts = s
-    lag = ts - now
-    capacity = limit * period
-    reset = lag + _ceil_div(capacity - level, rate) if level < capacity else 0
-    if level >= cost * period:
-        return 1, level // period, reset, 0
-    return 0, level // period, reset, lag + _ceil_div(cost * period - level, rate)
-
-
-def bucket_charge(s: State, now: int, limit: int, period: int, rate: int, cost: int) -> int:
-    s[0] -= cost * period
-    return s[1] - now + _ceil_div(limit * period - s[0], rate)
-
-
-#: Algorithm code (as in the scripts' ARGV) -> (load, report, charge).
-ALGORITHMS: dict[str, tuple[Load, ReportFn, Charge]] = {
-    "f": (fixed_load, fixed_report, fixed_charge),
-    "s": (sliding_load, sliding_report, sliding_charge),
-    "t": (bucket_load, bucket_report, bucket_charge),
-}
+#: Algorithm code (as in the scripts' ARGV) -> its check.
+ALGORITHMS: dict[str, Check] = {"f": fixed_check, "s": sliding_check, "t": bucket_check}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ratelimit._algorithms import ALGORITHMS, Charge, Load, ReportFn
+from ratelimit._algorithms import ALGORITHMS, Check
 
 if TYPE_CHECKING:
     from ratelimit.breaker import CircuitBreaker
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncStore", "Plan", "Reply", "Store"]
 
 Reply = list[int]
-Step = tuple[Load, ReportFn, Charge, int, int, int]
+Step = tuple[Check, int, int, int]
 
 
 class Plan:
@@ -36,8 +36,7 @@ class Plan:
         steps: list[Step] = []
         for p in self.policies:
             code, limit, period, rate = p._argv
-            load, report, charge = ALGORITHMS[code]
-            steps.append((load, report, charge, int(limit), int(period), int(rate)))
+            steps.append((ALGORITHMS[code], int(limit), int(period), int(rate)))
         self.steps: tuple[Step, ...] = tuple(steps)
 
 

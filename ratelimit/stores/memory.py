@@ -59,49 +59,51 @@ class MemoryStore(Store, AsyncStore):
         with self._lock:
             if len(steps) == 1:  # the common case, without the loops
                 key = keys[0]
-                load, report, spend, limit, period, rate = steps[0]
-                entry = data.get(key)
-                if entry is None:
-                    state = load(None, now, limit, period, rate)
-                else:
-                    data.move_to_end(key)
-                    state = load(entry[0] if entry[1] >= now else None, now, limit, period, rate)
-                allowed, remaining, reset, retry = report(state, now, limit, period, rate, cost)
-                if allowed and cost and charge:
-                    reset = spend(state, now, limit, period, rate, cost)
-                    remaining -= cost
-                    data[key] = (state, now + (reset if reset > 0 else 1))
-                    if entry is None:
-                        self._added(now)
-                return [allowed, allowed, remaining, reset, retry]
-
-            reply = [1]
-            states = []
-            for key, (load, report, _, limit, period, rate) in zip(keys, steps, strict=True):
+                check, limit, period, rate = steps[0]
                 entry = data.get(key)
                 stored = None
                 if entry is not None:
                     data.move_to_end(key)
                     if entry[1] >= now:  # else expired: as good as absent
                         stored = entry[0]
-                state = load(stored, now, limit, period, rate)
-                states.append(state)
-                allowed, remaining, reset, retry = report(state, now, limit, period, rate, cost)
+                allowed, remaining, reset, retry, new = check(
+                    stored, now, limit, period, rate, cost, charge
+                )
+                if new is not None:
+                    data[key] = (new, now + reset)
+                    if entry is None:
+                        self._added(now)
+                return [allowed, allowed, remaining, reset, retry]
+
+            # several policies: look at all of them, then charge all or none
+            reply = [1]
+            stored_states: list[list[int] | None] = []
+            for key, (check, limit, period, rate) in zip(keys, steps, strict=True):
+                entry = data.get(key)
+                stored = None
+                if entry is not None:
+                    data.move_to_end(key)
+                    if entry[1] >= now:
+                        stored = entry[0]
+                stored_states.append(stored)
+                allowed, remaining, reset, retry, _ = check(
+                    stored, now, limit, period, rate, cost, False
+                )
                 if not allowed:
                     reply[0] = 0
                 reply += (allowed, remaining, reset, retry)
             if reply[0] and cost and charge:
                 at = 2
-                for key, state, (_, _, spend, limit, period, rate) in zip(
-                    keys, states, steps, strict=True
+                for key, stored, (check, limit, period, rate) in zip(
+                    keys, stored_states, steps, strict=True
                 ):
-                    reset = spend(state, now, limit, period, rate, cost)
-                    new = key not in data
-                    data[key] = (state, now + (reset if reset > 0 else 1))
-                    if new:
+                    _, reply[at], reply[at + 1], _, new = check(
+                        stored, now, limit, period, rate, cost, True
+                    )
+                    added = key not in data
+                    data[key] = (new, now + reply[at + 1])  # type: ignore[assignment]
+                    if added:
                         self._added(now)
-                    reply[at] -= cost
-                    reply[at + 1] = reset
                     at += 4
             return reply
 
