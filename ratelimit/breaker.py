@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Literal
 
+from ratelimit._logging import logger
 from ratelimit.errors import ConfigurationError
 
 __all__ = ["CircuitBreaker"]
 
-log: Final = logging.getLogger("ratelimit")
 
 State = Literal["closed", "open", "half_open"]
 
@@ -110,7 +108,7 @@ class CircuitBreaker:
             self.state = "closed"
             self.failures = 0
             self.suppressed = 0
-        log.warning(
+        logger().warning(
             "ratelimit: %s recovered after %.1fs; %d checks were decided by on_error meanwhile",
             self._name,
             took,
@@ -120,6 +118,8 @@ class CircuitBreaker:
 
     def failure(self, error: BaseException) -> None:
         """The store failed: open (or re-open) the breaker for the next back-off."""
+        import random  # imported on the first failure, not at cold start
+
         with self._lock:
             now = self._clock()
             starting = self.state == "closed"
@@ -132,7 +132,7 @@ class CircuitBreaker:
                 self._outage_started = now
                 self.suppressed = 0
         if starting:
-            log.warning(
+            logger().warning(
                 "ratelimit: %s failed (%s: %s); checks follow the limiters' on_error until it "
                 "answers again",
                 self._name,
@@ -146,4 +146,4 @@ class CircuitBreaker:
             try:
                 listener(event, self)
             except Exception:
-                log.exception("ratelimit: breaker listener %r failed", listener)
+                logger().exception("ratelimit: breaker listener %r failed", listener)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, Literal
 
+from ratelimit._logging import logger
 from ratelimit.breaker import CircuitBreaker
 from ratelimit.cache import DeniedCache
 from ratelimit.decision import Decision
@@ -175,9 +176,10 @@ class _LimiterBase:
         if keys is None:
             head = f"{self._prefix}:{{{identifier(key)}"
             keys = [head + suffix for suffix in self._suffixes]
-            if len(self._keys) >= _KEY_CACHE:
-                self._keys.clear()  # a flood of distinct keys: start over, stay bounded
-            self._keys[key] = keys
+            if len(key) <= MAX_IDENTIFIER:  # never hold on to a huge key itself
+                if len(self._keys) >= _KEY_CACHE:
+                    self._keys.clear()  # a flood of distinct keys: start over, stay bounded
+                self._keys[key] = keys
         return keys
 
     def _now(self) -> int | None:
@@ -299,9 +301,7 @@ class _LimiterBase:
         try:
             listener(Event(kind, self._prefix, policy, error))
         except Exception:
-            import logging
-
-            logging.getLogger("ratelimit").exception("ratelimit: on_event listener failed")
+            logger().exception("ratelimit: on_event listener failed")
 
     def _breaker_event(self, event: str, breaker: CircuitBreaker) -> None:
         kind: EventKind = "breaker_open" if event == "open" else "breaker_closed"
