@@ -121,9 +121,10 @@ def _lane_params() -> list[Any]:
         "redis": [pytest.mark.redis_server],
         "valkey": [pytest.mark.redis_server],
         "cluster": [pytest.mark.redis_server, pytest.mark.cluster],
+        "upstash": [pytest.mark.redis_server],
     }
     params = []
-    for store in ("memory", "fakeredis", "redis", "valkey", "cluster"):
+    for store in ("memory", "fakeredis", "redis", "valkey", "cluster", "upstash"):
         for face in ("", "-async"):
             params.append(pytest.param(store + face, marks=marks.get(store, []), id=store + face))
     return params
@@ -151,6 +152,12 @@ async def _make_lane(name: str, servers: _Servers) -> AsyncIterator[Lane]:
             fake = fakeredis.FakeRedis()
             yield Lane(name, rl.RedisStore(fake), None, fake)
             fake.close()
+        return
+    if store_kind == "upstash":  # over HTTP: tests/upstash_lane.py
+        from tests.upstash_lane import make_upstash_lane
+
+        async for upstash_lane in make_upstash_lane(name, servers):
+            yield upstash_lane
         return
     server = servers.get(store_kind)
     server.reset()

@@ -157,6 +157,7 @@ class _Server(ThreadingHTTPServer):
     """A threading HTTP server that can cut its open (keep-alive) connections on stop."""
 
     daemon_threads = True
+    request_queue_size = 128  # the default 5 resets bursts of concurrent connections
 
     def __init__(self, address: tuple[str, int], endpoint: UpstashEndpoint) -> None:
         self.endpoint = endpoint

@@ -167,10 +167,16 @@ class UpstashStore(_UpstashBase, Store):
         store = rl.UpstashStore.from_env()   # UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN
         limiter = rl.Limiter("10/second; 1000/day", store=store)
 
-    A client built elsewhere should have ``rest_retries=0`` (else a RuntimeWarning, once per
-    store); note that upstash-redis sets no HTTP timeout of its own. Calls block on the
-    network. Raises StoreError, chained from the client's error (``UpstashError``,
-    ``httpx.HTTPError``...). Close the client with ``store.client.close()``.
+    :param client: an ``upstash_redis.Redis``. Build it with ``rest_retries=0`` (else a
+        RuntimeWarning, once per store), or let :meth:`from_env` / :meth:`from_url` build one
+        with no retries and a timeout (upstash-redis sets none of its own).
+    :param breaker: the store's circuit breaker, shared by every limiter on it: ``True`` (the
+        default) for a new :class:`~ratelimit.breaker.CircuitBreaker`, ``False`` for none, or
+        one of your own.
+
+    Calls block on the network. Raises StoreError, chained from the client's error
+    (``UpstashError``, ``httpx.HTTPError``...), and ConfigurationError for an async client.
+    Close the client with ``store.client.close()``.
     """
 
     _client: upstash_redis.Redis
@@ -234,9 +240,10 @@ class UpstashStore(_UpstashBase, Store):
 class AsyncUpstashStore(_UpstashBase, AsyncStore):
     """:class:`UpstashStore` for ``upstash_redis.asyncio.Redis``.
 
-    The same script, request count and rules; calls await the network instead of blocking.
-    Raises StoreError, chained from the client's error. Close the client with
-    ``await store.client.close()``, on the event loop that used it.
+    The same script, request count, rules and parameters, with an
+    ``upstash_redis.asyncio.Redis``; calls await the network instead of blocking. Raises
+    StoreError, chained from the client's error, and ConfigurationError for a sync client.
+    Close the client with ``await store.client.close()``, on the event loop that used it.
     """
 
     _client: upstash_redis.asyncio.Redis
