@@ -74,6 +74,13 @@ class CircuitBreaker:
     def __repr__(self) -> str:
         return f"CircuitBreaker(state={self.state!r}, failures={self.failures})"
 
+    def child(self, name: str) -> CircuitBreaker:
+        """A breaker with these settings and these listeners (present and future), for one
+        part of a store that fails on its own, such as one master of a cluster."""
+        breaker = CircuitBreaker(self.base, self.cap, self.jitter, clock=self._clock, name=name)
+        breaker._listeners = self._listeners
+        return breaker
+
     def subscribe(self, listener: Callable[[str, CircuitBreaker], object]) -> None:
         """Call ``listener(event, breaker)`` with ``"open"`` when an outage starts and
         ``"closed"`` when it ends. Exceptions from listeners are logged and ignored."""
@@ -101,7 +108,9 @@ class CircuitBreaker:
         """The store answered: close the breaker (logs the end of an outage). Cheap when
         already closed."""
         with self._lock:
-            if self.state == "closed":
+            if self.state != "half_open":
+                # closed: nothing to do. open: a call sent before the breaker opened came back
+                # late; the probe, not a straggler, ends the outage, so it is logged once.
                 return
             took = self._clock() - self._outage_started
             suppressed = self.suppressed
@@ -122,6 +131,11 @@ class CircuitBreaker:
 
         with self._lock:
             now = self._clock()
+            if self.state == "open":
+                # A call already on its way when the breaker opened: the outage is known. The
+                # back-off grows per failed probe, not per request that was in flight.
+                self.last_error = error
+                return
             starting = self.state == "closed"
             self.failures += 1
             backoff = min(self.cap, self.base * 2 ** min(self.failures - 1, 30))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final, Literal
 
 from ratelimit._logging import logger
@@ -100,8 +100,8 @@ class _LimiterBase:
     denied keys and events. The two faces only differ in how they call the store."""
 
     __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_keys", "_on_error",
-                 "_on_event", "_plan", "_prefix", "_sleep", "_store", "_store_clock",
-                 "_suffixes")  # fmt: skip
+                 "_on_event", "_per_node", "_plan", "_prefix", "_sleep", "_store",
+                 "_store_clock", "_suffixes")  # fmt: skip
 
     def __init__(
         self,
@@ -145,6 +145,11 @@ class _LimiterBase:
         self._denied = DeniedCache(deny_cache) if deny_cache else None
         self._on_event = on_event
         self._breaker: CircuitBreaker | None = store.breaker
+        # A cluster store keeps one breaker per master: one dead master must not take the
+        # keys of the others down with it.
+        self._per_node: Callable[[Sequence[str]], CircuitBreaker | None] | None = (
+            store.breaker_for if self._breaker is not None and store.per_node_breakers else None
+        )
         if on_event is not None and self._breaker is not None:
             self._breaker.subscribe(self._breaker_event)
 
@@ -219,15 +224,19 @@ class _LimiterBase:
                 if self._on_event is not None:
                     self._emit("cached", cached.policy)
                 return cached
-        breaker = self._breaker
+        breaker = self._breaker_for(keys)
         if breaker is not None and not breaker.allow():
-            return self._failed(None)
+            return self._failed(None, breaker)
         return keys
 
-    def _finish(self, key: str, cost: int, reply: Reply) -> Decision:
+    def _breaker_for(self, keys: list[str]) -> CircuitBreaker | None:
+        """The breaker that guards the store call for ``keys``."""
+        return self._breaker if self._per_node is None else self._per_node(keys)
+
+    def _finish(self, key: str, cost: int, reply: Reply, keys: list[str]) -> Decision:
         """After a store call that answered: the Decision, with the breaker, cache and events
         told."""
-        breaker = self._breaker
+        breaker = self._breaker_for(keys)
         if breaker is not None and breaker.state != "closed":
             breaker.success()
         decision = self._decide(reply)
@@ -262,10 +271,9 @@ class _LimiterBase:
         return Decision(allowed, binding.limit, binding.remaining, binding.reset_after,
                         binding.retry_after, binding.policy, tuple(details))  # fmt: skip
 
-    def _failed(self, error: StoreError | None) -> Decision:
-        """The decision ``on_error`` makes when the store failed (``error``) or the breaker
+    def _failed(self, error: StoreError | None, breaker: CircuitBreaker | None) -> Decision:
+        """The decision ``on_error`` makes when the store failed (``error``) or ``breaker``
         kept the call from it (None). Raises StoreError for ``"raise"``."""
-        breaker = self._breaker
         if error is not None and breaker is not None:
             breaker.failure(error)
         if self._on_event is not None:
@@ -394,8 +402,8 @@ class Limiter(_LimiterBase):
         try:
             reply = self._store.evaluate(self._plan, keys, self._now(), cost, True)
         except StoreError as error:
-            return self._failed(error)
-        return self._finish(key, cost, reply)
+            return self._failed(error, self._breaker_for(keys))
+        return self._finish(key, cost, reply, keys)
 
     def peek(self, key: str, cost: int = 1) -> Decision:
         """The Decision a hit of ``cost`` would get now, charging nothing; ``remaining`` is
@@ -406,8 +414,8 @@ class Limiter(_LimiterBase):
         try:
             reply = self._store.evaluate(self._plan, keys, self._now(), cost, False)
         except StoreError as error:
-            return self._failed(error)
-        return self._finish(key, cost, reply)
+            return self._failed(error, self._breaker_for(keys))
+        return self._finish(key, cost, reply, keys)
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s state in every policy (deletes its exact store keys) and its
@@ -417,7 +425,7 @@ class Limiter(_LimiterBase):
         try:
             self._store.delete(keys)
         except StoreError as error:
-            self._failed(error)
+            self._failed(error, self._breaker_for(keys))
 
     def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
         """Sleep until ``cost`` is allowed for ``key``, then spend it and return the Decision.
@@ -486,8 +494,8 @@ class AsyncLimiter(_LimiterBase):
         try:
             reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, True)
         except StoreError as error:
-            return self._failed(error)
-        return self._finish(key, cost, reply)
+            return self._failed(error, self._breaker_for(keys))
+        return self._finish(key, cost, reply, keys)
 
     async def peek(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.peek`, awaiting the store."""
@@ -497,8 +505,8 @@ class AsyncLimiter(_LimiterBase):
         try:
             reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, False)
         except StoreError as error:
-            return self._failed(error)
-        return self._finish(key, cost, reply)
+            return self._failed(error, self._breaker_for(keys))
+        return self._finish(key, cost, reply, keys)
 
     async def reset(self, key: str) -> None:
         """As :meth:`Limiter.reset`, awaiting the store."""
@@ -506,7 +514,7 @@ class AsyncLimiter(_LimiterBase):
         try:
             await self._store.adelete(keys)
         except StoreError as error:
-            self._failed(error)
+            self._failed(error, self._breaker_for(keys))
 
     async def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
         """As :meth:`Limiter.wait`, sleeping with ``asyncio.sleep`` (the loop keeps running).

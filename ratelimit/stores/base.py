@@ -53,6 +53,13 @@ class Store:
     needs_clock: bool = False
     #: The circuit breaker of a store that can fail (None for the memory store).
     breaker: CircuitBreaker | None = None
+    #: True when :meth:`breaker_for` depends on the keys (one breaker per cluster master).
+    per_node_breakers: bool = False
+
+    def breaker_for(self, keys: Sequence[str]) -> CircuitBreaker | None:
+        """The breaker that guards a call on ``keys``; :attr:`breaker` unless the store keeps
+        one per part of itself that fails alone (a cluster's masters)."""
+        return self.breaker
 
     def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                  charge: bool) -> Reply:  # fmt: skip
@@ -72,6 +79,11 @@ class AsyncStore:
 
     needs_clock: bool = False
     breaker: CircuitBreaker | None = None
+    per_node_breakers: bool = False
+
+    def breaker_for(self, keys: Sequence[str]) -> CircuitBreaker | None:
+        """As :meth:`Store.breaker_for`."""
+        return self.breaker
 
     async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                         charge: bool) -> Reply:  # fmt: skip

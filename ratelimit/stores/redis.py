@@ -26,19 +26,76 @@ __all__ = ["AsyncRedisStore", "RedisStore"]
 _TIMEOUT = 0.05
 
 
-def _limiter_grade(kwargs: dict[str, Any]) -> dict[str, Any]:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+# How long a check may wait for a free pooled connection when every one is busy (a traffic
+# peak), before the store counts as failing. Waiting is queueing behind fast calls, not an
+# outage, so it gets longer than a round trip; refusing at once would let on_error decide
+# exactly when limiting matters most.
+_POOL_WAIT = 0.5
+_POOL_SIZE = 100
 
+
+def _limiter_grade(kwargs: dict[str, Any], *, asyncio: bool = False,
+                   cluster: bool = False) -> dict[str, Any]:  # fmt: skip
+    from redis.backoff import NoBackoff
+
+    if asyncio:
+        from redis.asyncio.retry import Retry as AsyncRetry
+
+        retry: Any = AsyncRetry(NoBackoff(), 0)
+    else:
+        from redis.retry import Retry
+
+        retry = Retry(NoBackoff(), 0)
     settings: dict[str, Any] = {
         "socket_timeout": _TIMEOUT,
         "socket_connect_timeout": _TIMEOUT,
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_timeout": False,
+        "retry": retry,
         "health_check_interval": 0,
     }
+    if not (asyncio and cluster):  # the asyncio RedisCluster takes no retry_on_timeout
+        settings["retry_on_timeout"] = False
+    if not cluster:  # a pool that waits for a free connection rather than refusing one
+        settings["max_connections"] = _POOL_SIZE
+        settings["timeout"] = _POOL_WAIT
     settings.update(kwargs)
     return settings
+
+
+class _ClusterOnFirstUse:
+    """Stands in for a sync ``RedisCluster`` that could not be built yet because no node
+    answered (the application started before the cluster): builds it on the first command,
+    so that checks meanwhile fail as store errors and follow ``on_error``."""
+
+    def __init__(self, build: Any) -> None:
+        self._build = build
+        self._client: Any = None
+
+    def _get(self) -> Any:
+        if self._client is None:
+            self._client = self._build()
+        return self._client
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return self._get().execute_command(*args, **options)
+
+    def delete(self, *names: Any) -> Any:
+        return self._get().delete(*names)
+
+    def get_retry(self) -> Any:
+        return None if self._client is None else self._client.get_retry()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def __getattr__(self, name: str) -> Any:
+        client = self.__dict__.get("_client")
+        if client is None:
+            raise AttributeError(name)
+        return getattr(client, name)
+
+    def __repr__(self) -> str:
+        return f"<RedisCluster, not connected yet: {self._client!r}>"
 
 
 def _retries(client: Any) -> int:
@@ -60,7 +117,12 @@ class _RedisBase:
         elif breaker is not False and not isinstance(breaker, CircuitBreaker):
             raise ConfigurationError(f"breaker must be a CircuitBreaker or False, got {breaker!r}")
         self.breaker = breaker or None
+        #: One breaker per cluster master (by ``host:port``), made on first use.
+        self.breakers: dict[str, CircuitBreaker] = {}
         self._client = client
+        self.per_node_breakers = self.breaker is not None and (
+            type(client).__name__ in ("RedisCluster", "_ClusterOnFirstUse")
+        )
         retries = _retries(client)
         if retries:
             import warnings
@@ -85,6 +147,23 @@ class _RedisBase:
     def client(self) -> Any:
         """The redis-py client this store uses."""
         return self._client
+
+    def breaker_for(self, keys: Sequence[str]) -> CircuitBreaker | None:
+        """On a cluster, the breaker of the master that owns the slot of ``keys`` (all keys of
+        one identifier share it), so that one dead master does not take the others' keys
+        down; else the store's breaker. Before the client knows the slot map, the store's."""
+        breaker = self.breaker
+        if not self.per_node_breakers or breaker is None or breaker.state != "closed":
+            return breaker  # the store's own breaker opens when no node could be asked at all
+        client: Any = self._client
+        try:
+            name = client.nodes_manager.get_node_from_slot(client.keyslot(keys[0])).name
+        except Exception:
+            return breaker
+        node = self.breakers.get(name)
+        if node is None:
+            node = self.breakers.setdefault(name, breaker.child(f"{type(self).__name__} {name}"))
+        return node
 
     def _failed(self, error: Exception) -> StoreError:
         return StoreError(f"{type(self).__name__} failed: {type(error).__name__}: {error}")
@@ -123,11 +202,18 @@ class RedisStore(_RedisBase, Store):
         Keyword arguments override the settings and go to redis-py."""
         if cluster:
             from redis.cluster import RedisCluster
+            from redis.exceptions import RedisClusterException
 
-            return cls(RedisCluster.from_url(url, **_limiter_grade(kwargs)))
+            settings = _limiter_grade(kwargs, cluster=True)
+            try:
+                return cls(RedisCluster.from_url(url, **settings))
+            except RedisClusterException:  # no node answers yet: connect on first use
+                pending: Any = _ClusterOnFirstUse(lambda: RedisCluster.from_url(url, **settings))
+                return cls(pending)
         import redis
 
-        return cls(redis.Redis.from_url(url, **_limiter_grade(kwargs)))
+        pool = redis.BlockingConnectionPool.from_url(url, **_limiter_grade(kwargs))
+        return cls(redis.Redis.from_pool(pool))
 
     def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                  charge: bool) -> Reply:  # fmt: skip
@@ -177,10 +263,14 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
         if cluster:
             from redis.asyncio.cluster import RedisCluster
 
-            return cls(RedisCluster.from_url(url, **_limiter_grade(kwargs)))
+            return cls(RedisCluster.from_url(url, **_limiter_grade(kwargs, asyncio=True,
+                                                                    cluster=True)))  # fmt: skip
         import redis.asyncio
 
-        return cls(redis.asyncio.Redis.from_url(url, **_limiter_grade(kwargs)))
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, **_limiter_grade(kwargs, asyncio=True)
+        )
+        return cls(redis.asyncio.Redis.from_pool(pool))
 
     async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                         charge: bool) -> Reply:  # fmt: skip
