@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ratelimit.policies import Policy
 
-__all__ = ["Decision"]
+__all__ = ["Decision", "per_policy"]
 
 
 class Decision:
@@ -29,6 +29,7 @@ class Decision:
 
     __slots__ = (
         "_details",
+        "_raw",
         "allowed",
         "limit",
         "policy",
@@ -48,6 +49,7 @@ class Decision:
         policy: Policy,
         details: tuple[Decision, ...] | None = (),
         reason: str | None = None,
+        raw: tuple[tuple[Policy, ...], list[int]] | None = None,
     ) -> None:
         self.allowed = allowed
         self.limit = limit
@@ -55,7 +57,10 @@ class Decision:
         self.reset_after = reset_after
         self.retry_after = retry_after
         self.policy = policy
-        self._details = details  # None: one policy, whose Decision is built when asked for
+        # None: built when first asked for, from this Decision (one policy) or from `raw`, the
+        # policies and the store's reply (several), so a check that never reads them pays nothing
+        self._details = details
+        self._raw = raw
         self.reason = reason
 
     @property
@@ -63,9 +68,24 @@ class Decision:
         """One Decision per policy, in the limiter's order."""
         details = self._details
         if details is None:
-            only = Decision(self.allowed, self.limit, self.remaining, self.reset_after,
-                            self.retry_after, self.policy, (), self.reason)  # fmt: skip
-            details = self._details = (only,)
+            if self._raw is None:
+                details = (Decision(self.allowed, self.limit, self.remaining, self.reset_after,
+                                    self.retry_after, self.policy, (), self.reason),)  # fmt: skip
+            else:
+                policies, reply = self._raw
+                details = tuple(
+                    Decision(
+                        reply[at] == 1,
+                        p.limit,
+                        reply[at + 1],
+                        reply[at + 2] / 1000,
+                        reply[at + 3] / 1000,
+                        p,
+                    )
+                    for p, at in zip(policies, range(1, 4 * len(policies), 4), strict=True)
+                )
+                self._raw = None
+            self._details = details
         return details
 
     def __repr__(self) -> str:
@@ -84,3 +104,11 @@ class Decision:
         return all(getattr(self, name) == getattr(other, name) for name in names)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def per_policy(decision: Decision) -> tuple[Decision, ...]:
+    """The per-policy decisions of ``decision``, where a one-policy Decision stands for itself:
+    what response headers render, without building a details tuple per request."""
+    if decision._details is None and decision._raw is None:
+        return (decision,)
+    return decision.details or (decision,)

@@ -43,6 +43,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
+from ratelimit.decision import per_policy
 from ratelimit.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -94,15 +95,6 @@ def _window_seconds(policy: Policy) -> int:
     if isinstance(rate, int):  # a token bucket: burst tokens take burst/rate periods to refill
         return max(1, -(-policy.limit * policy.period_ms // (rate * 1000)))
     return max(1, -(-policy.period_ms // 1000))
-
-
-def _per_policy(decision: Decision) -> tuple[Decision, ...]:
-    """The per-policy decisions to render. A one-policy limiter's Decision is its own detail:
-    reading ``_details`` (None there) spares building the lazy ``details`` tuple per request."""
-    details = getattr(decision, "_details", ())
-    if details is None:
-        return (decision,)
-    return details or decision.details or (decision,)
 
 
 class Renderer:
@@ -171,7 +163,7 @@ class Renderer:
     def policy_value(self, decision: Decision) -> str:
         """The ``RateLimit-Policy`` value of the decision's policies (computed once per set of
         policies, then reused)."""
-        details = _per_policy(decision)
+        details = per_policy(decision)
         if len(details) == 1:
             return self._entry(details[0].policy)[0]
         ids = tuple(d.policy.id for d in details)
@@ -193,7 +185,7 @@ class Renderer:
         capacity, and ``pk`` when a secret was given and ``key`` is known."""
         pk = self._pk(key)
         ceil = math.ceil
-        details = _per_policy(decision)
+        details = per_policy(decision)
         if len(details) == 1:
             d = details[0]
             return f"{self._entry(d.policy)[1]}{d.remaining};t={ceil(d.reset_after)}{pk}"
@@ -265,7 +257,7 @@ class Renderer:
                 "retry_after": seconds,
             }
         unit = "second" if seconds == 1 else "seconds"
-        violated = [d.policy.id for d in _per_policy(decision) if not d.allowed]
+        violated = [d.policy.id for d in per_policy(decision) if not d.allowed]
         return 429, {
             "type": QUOTA_EXCEEDED,
             "title": "Too Many Requests",

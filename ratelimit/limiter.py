@@ -253,23 +253,18 @@ class _LimiterBase:
             policy = policies[0]
             return Decision(reply[0] == 1, policy.limit, reply[2], reply[3] / 1000,
                             reply[4] / 1000, policy, None)  # fmt: skip
-        details: list[Decision] = []
+        # the binding policy: the one that denied and frees up last, else the least headroom
         allowed = reply[0] == 1
-        at = 1
-        for policy in policies:
-            d = Decision(reply[at] == 1, policy.limit, reply[at + 1], reply[at + 2] / 1000,
-                         reply[at + 3] / 1000, policy)  # fmt: skip
-            at += 4
-            if not details:
-                binding = d
-            elif allowed:
-                if d.remaining < binding.remaining:
-                    binding = d
-            elif not d.allowed and (binding.allowed or d.retry_after > binding.retry_after):
-                binding = d
-            details.append(d)
-        return Decision(allowed, binding.limit, binding.remaining, binding.reset_after,
-                        binding.retry_after, binding.policy, tuple(details))  # fmt: skip
+        best = 1
+        for at in range(5, 4 * len(policies), 4):
+            if allowed:
+                if reply[at + 1] < reply[best + 1]:
+                    best = at
+            elif reply[at] == 0 and (reply[best] == 1 or reply[at + 3] > reply[best + 3]):
+                best = at
+        policy = policies[best // 4]
+        return Decision(allowed, policy.limit, reply[best + 1], reply[best + 2] / 1000,
+                        reply[best + 3] / 1000, policy, None, None, (policies, reply))  # fmt: skip
 
     def _failed(self, error: StoreError | None, breaker: CircuitBreaker | None) -> Decision:
         """The decision ``on_error`` makes when the store failed (``error``) or ``breaker``

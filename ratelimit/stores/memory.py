@@ -77,8 +77,10 @@ class MemoryStore(Store, AsyncStore):
 
             # several policies: look at all of them, then charge all or none
             reply = [1]
-            stored_states: list[list[int] | None] = []
-            for key, (check, limit, period, rate) in zip(keys, steps, strict=True):
+            stored_states = []
+            for i in range(len(steps)):
+                key = keys[i]
+                check, limit, period, rate = steps[i]
                 entry = data.get(key)
                 stored = None
                 if entry is not None:
@@ -86,25 +88,23 @@ class MemoryStore(Store, AsyncStore):
                     if entry[1] >= now:
                         stored = entry[0]
                 stored_states.append(stored)
-                allowed, remaining, reset, retry, _ = check(
-                    stored, now, limit, period, rate, cost, False
-                )
-                if not allowed:
+                result = check(stored, now, limit, period, rate, cost, False)
+                if not result[0]:
                     reply[0] = 0
-                reply += (allowed, remaining, reset, retry)
+                reply += result[:4]
             if reply[0] and cost and charge:
-                at = 2
-                for key, stored, (check, limit, period, rate) in zip(
-                    keys, stored_states, steps, strict=True
-                ):
-                    _, reply[at], reply[at + 1], _, new = check(
-                        stored, now, limit, period, rate, cost, True
+                for i in range(len(steps)):
+                    key = keys[i]
+                    check, limit, period, rate = steps[i]
+                    _, remaining, reset, _, new = check(
+                        stored_states[i], now, limit, period, rate, cost, True
                     )
+                    reply[4 * i + 2] = remaining
+                    reply[4 * i + 3] = reset
                     added = key not in data
-                    data[key] = (new, now + reply[at + 1])  # type: ignore[assignment]
+                    data[key] = (new, now + reset)  # type: ignore[assignment]
                     if added:
                         self._added(now)
-                    at += 4
             return reply
 
     def _added(self, now: int) -> None:
