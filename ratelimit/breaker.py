@@ -74,6 +74,18 @@ class CircuitBreaker:
     def __repr__(self) -> str:
         return f"CircuitBreaker(state={self.state!r}, failures={self.failures})"
 
+    @classmethod
+    def for_store(cls, breaker: CircuitBreaker | bool, name: str) -> CircuitBreaker | None:
+        """A store's ``breaker=`` argument as its breaker: True, a new one; False, none; or the
+        breaker given. Raises ConfigurationError for anything else."""
+        if breaker is True:
+            return cls(name=name)
+        if breaker is False:
+            return None
+        if not isinstance(breaker, CircuitBreaker):
+            raise ConfigurationError(f"breaker must be a CircuitBreaker or False, got {breaker!r}")
+        return breaker
+
     def child(self, name: str) -> CircuitBreaker:
         """A breaker with these settings and these listeners (present and future), for one
         part of a store that fails on its own, such as one master of a cluster."""

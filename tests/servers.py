@@ -219,6 +219,15 @@ def find_kind(name: str) -> ServerKind | None:
     return next((k for k in _discover() if k.name == name), None)
 
 
+def any_kind() -> ServerKind:
+    """The first installed kind, Redis first; skips (or fails under RATELIMIT_REQUIRE_SERVERS=1)
+    when neither binary is found."""
+    kinds = _discover()
+    if not kinds:
+        require_or_skip("no redis-server or valkey-server binary found")
+    return kinds[0]
+
+
 # -- ports --------------------------------------------------------------------------------------
 
 _ports_lock = threading.Lock()

@@ -33,7 +33,13 @@ import pytest
 import ratelimit as rl
 from ratelimit.events import Event
 from tests.conftest import Harness
-from tests.servers import Cluster, Server, ServerKind, find_kind, free_port, require_or_skip
+from tests.servers import (
+    Cluster,
+    Server,
+    ServerKind,
+    any_kind,
+    free_port,
+)
 
 pytestmark = pytest.mark.redis_server
 
@@ -53,16 +59,9 @@ FACES = ("sync", "async")
 Outcome = rl.Decision | rl.StoreError
 
 
-def _kind() -> ServerKind:
-    kind = find_kind("redis") or find_kind("valkey")
-    if kind is None:
-        require_or_skip("no redis-server or valkey-server binary found")
-    return kind
-
-
 @pytest.fixture(scope="module")
 def kind() -> ServerKind:
-    return _kind()
+    return any_kind()
 
 
 @pytest.fixture

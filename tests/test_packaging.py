@@ -7,20 +7,29 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from ratelimit.scripts import LUA_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_ships_lua_identical_to_the_source(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout, built once for the module."""
+    out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(out)],
         cwd=ROOT,
         check=True,
         capture_output=True,
         timeout=120,
     )
-    (wheel,) = tmp_path.glob("ratelimit-*.whl")
+    (built,) = out.glob("ratelimit-*.whl")
+    return built
+
+
+def test_wheel_ships_lua_identical_to_the_source(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         sources = sorted(p.name for p in (ROOT / "lua").glob("*.lua"))
@@ -31,17 +40,9 @@ def test_wheel_ships_lua_identical_to_the_source(tmp_path: Path) -> None:
         assert not any(n.startswith(("tests/", "benchmarks/", "lua/")) for n in names)
 
 
-def test_installed_wheel_finds_its_lua(tmp_path: Path) -> None:
+def test_installed_wheel_finds_its_lua(wheel: Path, tmp_path: Path) -> None:
     """Unpacked as an installed wheel (no lua/ beside the package), the loader finds the
     copy inside the package and decides as the source checkout does."""
-    subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    (wheel,) = tmp_path.glob("ratelimit-*.whl")
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)

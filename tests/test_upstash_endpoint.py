@@ -20,17 +20,8 @@ import upstash_redis
 import upstash_redis.asyncio
 from upstash_redis.errors import UpstashError
 
-try:
-    from tests.servers import Server, find_kind, free_port, require_or_skip
-    from tests.upstash_endpoint import UpstashEndpoint
-except ImportError:  # no tests/__init__.py: pytest put tests/ itself on sys.path
-    from servers import (  # type: ignore[no-redef,import-not-found]
-        Server,
-        find_kind,
-        free_port,
-        require_or_skip,
-    )
-    from upstash_endpoint import UpstashEndpoint  # type: ignore[no-redef,import-not-found]
+from tests.servers import Server, any_kind, free_port
+from tests.upstash_endpoint import UpstashEndpoint
 
 pytestmark = pytest.mark.redis_server
 
@@ -44,10 +35,7 @@ ARRAY_SCRIPT = "return {1, 2, tonumber(ARGV[1]) + 1, {4, KEYS[1]}, false}"
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     """A real server of our own (Upstash is Redis; Valkey when only Valkey is installed)."""
-    kind = find_kind("redis") or find_kind("valkey")
-    if kind is None:
-        require_or_skip("no redis-server or valkey-server binary found")
-    with Server(kind) as srv:
+    with Server(any_kind()) as srv:
         yield srv
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ratelimit.breaker import CircuitBreaker
-from ratelimit.errors import ConfigurationError, StoreError
+from ratelimit.errors import StoreError
 from ratelimit.scripts import limiter_script
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Store, script_args
 
@@ -112,11 +112,7 @@ class _RedisBase:
     def __init__(self, client: Any, breaker: CircuitBreaker | bool) -> None:
         from redis.exceptions import NoScriptError
 
-        if breaker is True:
-            breaker = CircuitBreaker(name=type(self).__name__)
-        elif breaker is not False and not isinstance(breaker, CircuitBreaker):
-            raise ConfigurationError(f"breaker must be a CircuitBreaker or False, got {breaker!r}")
-        self.breaker = breaker or None
+        self.breaker = CircuitBreaker.for_store(breaker, type(self).__name__)
         #: One breaker per cluster master (by ``host:port``), made on first use.
         self.breakers: dict[str, CircuitBreaker] = {}
         self._client = client

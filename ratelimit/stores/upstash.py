@@ -75,11 +75,7 @@ class _UpstashBase:
         import httpx
         from upstash_redis.errors import UpstashError
 
-        if breaker is True:
-            breaker = CircuitBreaker(name=type(self).__name__)
-        elif breaker is not False and not isinstance(breaker, CircuitBreaker):
-            raise ConfigurationError(f"breaker must be a CircuitBreaker or False, got {breaker!r}")
-        self.breaker = breaker or None
+        self.breaker = CircuitBreaker.for_store(breaker, type(self).__name__)
         self._client = client
         self._script = limiter_script()
         self._upstash_error: type[Exception] = UpstashError
