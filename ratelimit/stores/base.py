@@ -55,18 +55,32 @@ class Plan:
     ``lua/limiter.lua``, as text and as bytes) and, for the memory store, the Python twin's
     steps. Built once per limiter."""
 
-    __slots__ = ("policies", "spec", "spec_bytes", "steps")
+    __slots__ = ("periods_ms", "policies", "spec", "spec_bytes", "state_ids", "steps", "tail")
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies: tuple[Policy, ...] = tuple(policies)
         self.spec: str = " ".join(a for p in self.policies for a in p._argv)
         self.spec_bytes: bytes = self.spec.encode()
         steps: list[Step] = []
+        state_ids: list[str] = []
+        tail: list[int] = []
         for p in self.policies:
             code, limit, period, rate, unit = p._argv
             check = ALGORITHMS[code] if unit == "1" else _in_ticks(ALGORITHMS[code], int(unit))
             steps.append((check, int(limit), int(period), int(rate)))
+            # the state key's last part, by shape (see "Overrides" in lua/limiter.lua): a
+            # changed limit keeps the state, a changed period or unit never reads it
+            shape = code + period + ("" if unit == "1" else "t" + unit)
+            rank = sum(1 for s in state_ids if s.split(".")[0] == shape) + 1
+            state_ids.append(shape if rank == 1 else f"{shape}.{rank}")
+            tail += (ord(code), int(limit), int(period), int(rate), int(unit))
         self.steps: tuple[Step, ...] = tuple(steps)
+        #: The last part of each policy's state key: ``<code><period>[t<unit>][.<k>]``.
+        self.state_ids: tuple[str, ...] = tuple(state_ids)
+        #: Each policy's period in milliseconds.
+        self.periods_ms: tuple[int, ...] = tuple(p.period_ms for p in self.policies)
+        #: The plan as a script reply names an override's: five integers per policy.
+        self.tail: tuple[int, ...] = tuple(tail)
 
 
 class Store:
@@ -93,7 +107,22 @@ class Store:
         raise NotImplementedError
 
     def delete(self, keys: Sequence[str]) -> None:
-        """Forget these exact keys. Raises StoreError."""
+        """Forget an identifier's state: ``keys`` are its state keys then its override key;
+        deletes the state keys and those of its override's policies, never the override.
+        Raises StoreError."""
+        raise NotImplementedError
+
+    def set_override(self, key: str, plan: Plan, ttl_ms: int | None, now: int | None) -> None:
+        """Store ``plan`` as the override at ``key`` (one ``SET``), expiring ``ttl_ms`` after
+        ``now`` (the store's clock when None) or never. Raises StoreError."""
+        raise NotImplementedError
+
+    def get_override(self, key: str, now: int | None) -> str | None:
+        """The plan text of the override at ``key``, or None. Raises StoreError."""
+        raise NotImplementedError
+
+    def delete_override(self, key: str) -> None:
+        """Delete the override at ``key`` (one ``DEL``). Raises StoreError."""
         raise NotImplementedError
 
 
@@ -115,6 +144,19 @@ class AsyncStore:
 
     async def adelete(self, keys: Sequence[str]) -> None:
         """As :meth:`Store.delete`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def aset_override(self, key: str, plan: Plan, ttl_ms: int | None,
+                            now: int | None) -> None:  # fmt: skip
+        """As :meth:`Store.set_override`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def aget_override(self, key: str, now: int | None) -> str | None:
+        """As :meth:`Store.get_override`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def adelete_override(self, key: str) -> None:
+        """As :meth:`Store.delete_override`. Raises StoreError."""
         raise NotImplementedError
 
 
@@ -189,6 +231,21 @@ class ScriptCalls:
         if self.functions:
             return ["FCALL", self._check_function, len(keys), *keys, *argv]
         return ["EVALSHA", self._check_sha, len(keys), *keys, *argv]
+
+    def _override_command(self, key: str, plan: Plan | None, ttl_ms: int | None) -> Command:
+        """``SET`` of an override (``plan``), or ``DEL`` when ``plan`` is None."""
+        if plan is None:
+            return ["DEL", key]
+        return ["SET", key, plan.spec] + ([] if ttl_ms is None else ["PX", ttl_ms])
+
+    @staticmethod
+    def _text(raw: object) -> str | None:
+        """A ``GET`` reply as text."""
+        if raw is None or isinstance(raw, str):
+            return raw
+        if isinstance(raw, bytes):
+            return raw.decode("utf-8")
+        raise StoreError(f"unexpected override value {raw!r}")
 
     def _unknown(self, error: BaseException) -> str | None:
         """What the server did not know, when ``error`` says so: ``"script"``, ``"function"``,
@@ -301,8 +358,21 @@ class ScriptStore(ScriptCalls, Store):
                 failure = error
 
     def delete(self, keys: Sequence[str]) -> None:
+        self._call(self._entry_command("forget", keys, ()))
+
+    def set_override(self, key: str, plan: Plan, ttl_ms: int | None, now: int | None) -> None:
+        self._plain(self._override_command(key, plan, ttl_ms))
+
+    def get_override(self, key: str, now: int | None) -> str | None:
+        return self._text(self._plain(["GET", key]))
+
+    def delete_override(self, key: str) -> None:
+        self._plain(self._override_command(key, None, None))
+
+    def _plain(self, command: Command) -> Any:
+        """Send a command that is not a script call. Blocks. Raises StoreError."""
         try:
-            self._send(["DEL", *keys])
+            return self._send(command)
         except Exception as error:
             raise self._failed(error) from error
 
@@ -343,7 +413,21 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
                 failure = error
 
     async def adelete(self, keys: Sequence[str]) -> None:
+        await self._call(self._entry_command("forget", keys, ()))
+
+    async def aset_override(self, key: str, plan: Plan, ttl_ms: int | None,
+                            now: int | None) -> None:  # fmt: skip
+        await self._plain(self._override_command(key, plan, ttl_ms))
+
+    async def aget_override(self, key: str, now: int | None) -> str | None:
+        return self._text(await self._plain(["GET", key]))
+
+    async def adelete_override(self, key: str) -> None:
+        await self._plain(self._override_command(key, None, None))
+
+    async def _plain(self, command: Command) -> Any:
+        """As :meth:`ScriptStore._plain`, awaiting the client."""
         try:
-            await self._send(["DEL", *keys])
+            return await self._send(command)
         except Exception as error:
             raise self._failed(error) from error
