@@ -75,68 +75,56 @@ end
 -- key's head: the client cannot know them without a round trip; they share its hash tag, so
 -- its cluster slot.
 
--- What read_plan does not keep, for override plans only, by plan text: {suffixes, tail}.
+-- What read_plan does not keep, for override plans only, by plan text: {state key suffixes,
+-- the plan as integers for the reply}.
 local shaped, nshaped = {}, 0
 
-local function shape_of(text)
-  local shape = shaped[text]
-  if shape then
-    return shape
-  end
-  local words = {}
-  for word in string.gmatch(text, '%S+') do
-    words[#words + 1] = word
-  end
-  local suffixes, tail, seen = {}, {}, {}
-  for at = 1, #words, 5 do
-    local suffix = words[at] .. words[at + 2]
-    if words[at + 4] ~= '1' then
-      suffix = suffix .. 't' .. words[at + 4]
-    end
-    local rank = (seen[suffix] or 0) + 1
-    seen[suffix] = rank
-    if rank > 1 then
-      suffix = suffix .. '.' .. rank
-    end
-    suffixes[#suffixes + 1] = suffix
-    tail[#tail + 1] = string.byte(words[at])
-    for k = 1, 4 do
-      tail[#tail + 1] = tonumber(words[at + k])
-    end
-  end
-  if nshaped >= 1000 then -- bounded, as read_plan's table
-    shaped, nshaped = {}, 0
-  end
-  shape = {suffixes, tail}
-  shaped[text], nshaped = shape, nshaped + 1
-  return shape
-end
-
--- The override stored at `override_key`: its plan, the state keys of its policies, and the
--- plan as integers for the reply; nil when the identifier has none.
-local function override_of(override_key)
+-- The plan to apply for one identifier: its override's, else `own` (a plan text) on the
+-- state keys `keys` (whose last is the identifier's override key). Returns the plan, its
+-- state keys, and the override's plan as integers (nil without one). Every entry that checks
+-- calls this: one GET of a key that is usually absent.
+local function resolve(keys, own)
+  local override_key = keys[#keys]
   local text = redis.call('GET', override_key)
   if not text then
-    return nil
+    return read_plan(own), keys, nil
   end
-  local plan, shape = read_plan(text), shape_of(text)
+  local shape = shaped[text]
+  if not shape then
+    local words = {}
+    for word in string.gmatch(text, '%S+') do
+      words[#words + 1] = word
+    end
+    local suffixes, tail, seen = {}, {}, {}
+    for at = 1, #words, 5 do
+      local suffix = words[at] .. words[at + 2]
+      if words[at + 4] ~= '1' then
+        suffix = suffix .. 't' .. words[at + 4]
+      end
+      local rank = (seen[suffix] or 0) + 1
+      seen[suffix] = rank
+      if rank > 1 then
+        suffix = suffix .. '.' .. rank
+      end
+      suffixes[#suffixes + 1] = suffix
+      tail[#tail + 1] = string.byte(words[at])
+      for k = 1, 4 do
+        tail[#tail + 1] = tonumber(words[at + k])
+      end
+    end
+    if nshaped >= 1000 then -- bounded, as read_plan's table
+      shaped, nshaped = {}, 0
+    end
+    shape = {suffixes, tail}
+    shaped[text], nshaped = shape, nshaped + 1
+  end
+  local plan = read_plan(text)
   local head = string.sub(override_key, 1, -9) -- without 'override'
-  local keys = {}
+  local state = {}
   for i = 1, #plan do
-    keys[i] = head .. shape[1][i]
+    state[i] = head .. shape[1][i]
   end
-  return plan, keys, shape[2]
-end
-
--- The plan to apply for one identifier: its override's, else `own` (a plan text) on the
--- state keys `keys` (whose last is the override key). Returns plan, state keys, and the
--- override's plan as integers (nil without one). Every entry that checks calls this.
-local function resolve(keys, own)
-  local plan, state, tail = override_of(keys[#keys])
-  if plan then
-    return plan, state, tail
-  end
-  return read_plan(own), keys, nil
+  return plan, state, shape[2]
 end
 
 local function forget(keys, argv)
@@ -144,8 +132,8 @@ local function forget(keys, argv)
   for i = 1, #keys - 1 do
     deleted = deleted + redis.call('DEL', keys[i])
   end
-  local plan, state = override_of(keys[#keys])
-  if plan then
+  local _, state, tail = resolve(keys, '')
+  if tail then
     for i = 1, #state do
       deleted = deleted + redis.call('DEL', state[i])
     end
