@@ -12,7 +12,8 @@ differ as each version names them (before: ``<prefix>:{id}:<policy id>``; now: t
 by shape, then the override key, which is absent). Per algorithm, with one policy and with
 two (the algorithm plus a daily fixed-window cap), it times, interleaved in rounds:
 
-- ``FCALL`` before / now without an override / now with one (same shape, other numbers);
+- ``FCALL`` before / before again (a second copy of the same code: the A/A pair, this
+  machine's noise) / now without an override / now with one (same shape, other numbers);
 - ``EVALSHA`` before / now without an override (the cluster and Upstash path).
 
 For each: the server's CPU per check (``/proc/<pid>/stat`` of the server it starts, pinned to
@@ -68,6 +69,15 @@ def before_library() -> Any:
     return Library("\n".join(show(f"lua/{name}") for name in names))
 
 
+def copy_of(lib: Any) -> Any:
+    """The same Lua as another library (a comment makes its name differ): the A/A pair that
+    shows this machine's noise and any bias of the order of calls."""
+    from ratelimit.scripts import Library
+
+    body = lib.text.split("\n", 1)[1].rsplit("\nredis.register_function", len(lib.functions))[0]
+    return Library(body + "\n-- the same code again, for an A/A comparison\n")
+
+
 def policies(algorithm: str, n: int, rate: int = RATE) -> list[Any]:
     import ratelimit as rl
 
@@ -79,7 +89,8 @@ def policies(algorithm: str, n: int, rate: int = RATE) -> list[Any]:
     return [first] if n == 1 else [first, rl.FixedWindow(CAP, 86400)]
 
 
-def contenders(client: Any, before: Any, run: str, algorithm: str, n: int) -> dict[str, Any]:
+def contenders(client: Any, before: Any, again: Any, run: str, algorithm: str,
+               n: int) -> dict[str, Any]:  # fmt: skip
     """name -> a callable of one identifier making one check (charge 1, server time)."""
     import ratelimit as rl
     from ratelimit.scripts import library
@@ -90,6 +101,7 @@ def contenders(client: Any, before: Any, run: str, algorithm: str, n: int) -> di
     limiter = rl.Limiter(ps, prefix=f"rlbench-{run}-now")
     spec = Plan(ps).spec_bytes  # the plan text is the same in both versions
     old_keys = {k: [f"rlbench-{run}-before:{{{k}}}:{p.id}" for p in ps] for k in KEYS}
+    again_keys = {k: [f"rlbench-{run}-again:{{{k}}}:{p.id}" for p in ps] for k in KEYS}
     new_keys = {k: limiter._keys_of(k) for k in KEYS}
     over = rl.Limiter(ps, prefix=f"rlbench-{run}-over")
     over_keys = {k: over._keys_of(k) for k in KEYS}
@@ -108,6 +120,7 @@ def contenders(client: Any, before: Any, run: str, algorithm: str, n: int) -> di
 
     return {
         "FCALL before": call("FCALL", before.functions["check"], old_keys),
+        "FCALL before, again (A/A)": call("FCALL", again.functions["check"], again_keys),
         "FCALL now, no override": call("FCALL", now.functions["check"], new_keys),
         "FCALL now, with override": call("FCALL", now.functions["check"], over_keys),
         "EVALSHA before": call("EVALSHA", before.scripts["check"].sha, old_keys),
@@ -116,6 +129,7 @@ def contenders(client: Any, before: Any, run: str, algorithm: str, n: int) -> di
 
 
 PAIRS = (
+    ("FCALL before, again (A/A)", "FCALL before"),
     ("FCALL now, no override", "FCALL before"),
     ("FCALL now, with override", "FCALL before"),
     ("EVALSHA now, no override", "EVALSHA before"),
@@ -191,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = redis.Redis.from_url(server.url)
         before = before_library()
+        again = copy_of(before)
         from ratelimit.scripts import library
 
-        for lib in (before, library()):
+        for lib in (before, again, library()):
             client.execute_command("FUNCTION", "LOAD", "REPLACE", lib.text)
             for script in lib.scripts.values():
                 client.script_load(script.text)
@@ -201,12 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         probe = probe_for(client, pid)
         for algorithm in ALGORITHMS:
             for n in (1, 2):
-                rows = measure(contenders(client, before, run, algorithm, n), settings, probe)
+                rows = measure(contenders(client, before, again, run, algorithm, n), settings,
+                               probe)  # fmt: skip
                 groups.append({"algorithm": algorithm, "policies": n, "contenders": rows})
+                aa = rows["FCALL before, again (A/A)"]
                 no = rows["FCALL now, no override"]
                 ev = rows["EVALSHA now, no override"]
                 print(
-                    f"  {algorithm:14} {n}: FCALL no override x{no.get('server_us_x_before')} "
+                    f"  {algorithm:14} {n}: A/A x{aa.get('usec_per_call_x_before')} "
+                    f"usec_per_call; FCALL no override x{no.get('server_us_x_before')} "
                     f"server CPU, x{no.get('usec_per_call_x_before')} usec_per_call; EVALSHA "
                     f"x{ev.get('server_us_x_before')}, x{ev.get('usec_per_call_x_before')}",
                     flush=True,
