@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""The example Django project: ``python examples/django_app/manage.py runserver`` (memory
+store), or ``REDIS_URL=redis://localhost:6379/0 gunicorn --chdir examples/django_app
+wsgi:application --workers 4``. ``manage.py check`` runs the ratelimit system checks."""
+
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
