@@ -22,7 +22,7 @@ REDIS_URL = os.environ.get("REDIS_URL")
 RATELIMIT = {
     "STORE": REDIS_URL or "memory://",
     "TRUSTED_PROXIES": [p for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p],
-    "DEFAULT": os.environ.get("RATELIMIT_DEFAULT", "1000/hour"),
+    "DEFAULT": os.environ.get("RATELIMIT_DEFAULT", "1000/hour") or None,  # "": none
     "EXEMPT": ["/health"],
 }
 
