@@ -338,8 +338,8 @@ def _set(value: State) -> State:
 
 
 def reset(**kwargs: object) -> None:
-    """A ``setting_changed`` receiver: forget the State when RATELIMIT (or what the default
-    key or the Throttle reads) changes."""
+    """A ``setting_changed`` receiver: forget the State when RATELIMIT changes. (DRF's
+    rates need nothing: ``Throttle`` reads them at each request, and DRF reloads them.)"""
     global _state
-    if kwargs.get("setting") in ("RATELIMIT", "REST_FRAMEWORK"):
+    if kwargs.get("setting") == "RATELIMIT":
         _state = None

@@ -161,3 +161,19 @@ def test_counted_in_the_configured_redis_store(redis_server: Any) -> None:
     with redis_server.client() as client:
         keys = sorted(k.decode() for k in client.keys("*"))
     assert keys == ["drf:{throttle:uploads|ip:127.0.0.1}:s3.60000"]
+
+
+def test_limit_decorates_a_drf_view_too() -> None:
+    from ratelimit.django import limit
+
+    @limit("2/minute")
+    class Limited(APIView):
+        throttle_classes = ()
+
+        def get(self, request: Any) -> Response:
+            return Response({"ok": True})
+
+    view = Limited.as_view()
+    first = view(factory.get("/"))
+    assert first.status_code == 200 and "RateLimit" in first
+    assert [view(factory.get("/")).status_code for _ in range(2)] == [200, 429]

@@ -37,3 +37,15 @@ def test_four_workers_admit_exactly_the_limit(four_workers: str, path: str,
     assert summarize(results) == {"admitted": 5, "denied": CLIENTS - 5,
                                   "denied_without_retry_after": 0, "other": 0}  # fmt: skip
     assert all(int(retry or 0) >= 1 for status, retry in results if status == 429)
+
+
+def test_async_view_on_redis_under_wsgi_workers(four_workers: str) -> None:
+    """An async view under gunicorn's sync workers runs in a new event loop per request
+    (Django's async_to_sync): each loop gets its own asyncio Redis client, and the count is
+    still one count across the four workers."""
+    import httpx
+
+    with httpx.Client(base_url=four_workers, timeout=30, trust_env=False) as client:
+        who = {"X-Forwarded-For": "198.51.100.12"}
+        statuses = [client.get("/search", headers=who).status_code for _ in range(21)]
+    assert statuses == [200] * 20 + [429]

@@ -380,3 +380,20 @@ def test_untrusted_proxy_warning_is_logged_once(caplog: pytest.LogCaptureFixture
     with override_settings(RATELIMIT={"TRUSTED_PROXIES": ["10.0.0.0/8"]}):
         view(rf.get("/", REMOTE_ADDR="10.1.2.3", HTTP_X_FORWARDED_FOR="198.51.100.1"))
     assert len([r for r in caplog.records if "W002" in r.getMessage()]) == 1
+
+
+def test_builtin_keys_read_every_kind_of_django_request() -> None:
+    from django.http import HttpRequest as Bare
+    from rest_framework.request import Request
+
+    from ratelimit import keys
+
+    wsgi = rf.get("/", REMOTE_ADDR="198.51.100.30", HTTP_X_API_KEY="k1")
+    asgi = arf.get("/", headers={"X-API-Key": "k1"})
+    bare = Bare()
+    bare.META = {"REMOTE_ADDR": "198.51.100.30", "HTTP_X_API_KEY": "k1"}
+    for request in (wsgi, Request(wsgi), bare):
+        assert keys.client_ip()(request) == "ip:198.51.100.30"
+        assert keys.header("X-API-Key")(request) == "hdr:x-api-key:k1"
+    assert keys.header("X-API-Key")(asgi) == "hdr:x-api-key:k1"
+    assert keys.client_ip()(asgi) == "ip:" + asgi.META["REMOTE_ADDR"]
