@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""The example Django project: ``python examples/django_app/manage.py runserver`` (memory
-store), or ``REDIS_URL=redis://localhost:6379/0 gunicorn --chdir examples/django_app
-wsgi:application --workers 4``. ``manage.py check`` runs the ratelimit system checks."""
+"""The example Django project (``pip install -e '.[django]' djangorestframework``).
+
+``python examples/django_app/manage.py runserver`` serves it on the memory store;
+``REDIS_URL=redis://localhost:6379/0 gunicorn --chdir examples/django_app wsgi:application
+--workers 4`` on Redis. ``manage.py check`` runs the ratelimit system checks."""
 
 import os
 import sys
