@@ -1,5 +1,6 @@
 """``examples/django_app`` runs: under gunicorn (WSGI, the memory store, as its docstring says)
-and under uvicorn (ASGI), started on free loopback ports and hit over real sockets."""
+and under uvicorn (ASGI, on a real Redis: the async view awaits an asyncio Redis client on the
+server's loop), started on free loopback ports and hit over real sockets."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,10 +68,11 @@ def test_manage_py_check_passes() -> None:
     assert "no issues" in done.stdout
 
 
-def test_under_uvicorn_the_async_view_runs_on_the_loop(tmp_path: Path) -> None:
+@pytest.mark.redis_server
+def test_under_uvicorn_on_redis(tmp_path: Path, redis_server: Any) -> None:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRUSTED_PROXIES": "127.0.0.1"}
-    env.pop("REDIS_URL", None)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRUSTED_PROXIES": "127.0.0.1",
+           "REDIS_URL": redis_server.url}  # fmt: skip
     log = tmp_path / "uvicorn.log"
     command = [sys.executable, "-m", "uvicorn", "asgi:application", "--app-dir", str(APP_DIR),
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
@@ -89,6 +92,16 @@ def test_under_uvicorn_the_async_view_runs_on_the_loop(tmp_path: Path) -> None:
         statuses = [get(base, "/search", "198.51.100.23").status_code for _ in range(21)]
         assert statuses == [200] * 20 + [429]
         assert get(base, "/login", "198.51.100.23").status_code == 200
+        paths = ("/api/uploads/", "/api/uploads/1/", "/api/uploads/", "/api/uploads/2/")
+        assert [get(base, p, "198.51.100.23").status_code for p in paths] == [200] * 3 + [429]
+        with redis_server.client() as client:
+            stored = {k.decode() for k in client.keys("ratelimit:*198.51.100.23*")}
+        assert stored == {
+            "ratelimit:{views.search|ip:198.51.100.23}:s20.60000",
+            "ratelimit:{views.login|ip:198.51.100.23}:s5.60000",
+            "ratelimit:{throttle:uploads|ip:198.51.100.23}:s3.60000",
+            "ratelimit:{ip:198.51.100.23}:s1000.3600000",
+        }
     finally:
         process.terminate()
         process.wait(timeout=15)
