@@ -22,6 +22,8 @@ How a request is limited: ``lifespan`` and unknown scope types pass straight thr
 does; requests that nothing picks are not limited. The key function names the client; the
 limiter is hit once. An allowed request goes on with the rate-limit headers added to its
 ``http.response.start`` (or to the ``websocket.accept``); the body stream is never touched.
+A single-valued header (``RateLimit-Limit``, ``Retry-After``, ...) the app's response already
+carries, such as a FastAPI route limit's denial, is not added again: the route's value stands.
 A denied request is answered here: ``429`` with ``Retry-After``, the headers and a
 problem+json body (or the ``deny`` callable's response). A denied WebSocket handshake is
 answered ``429`` with headers through the ``websocket.http.response`` extension where the
@@ -46,7 +48,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from ratelimit._web import AnyLimiter, Cost, Exempt, Rule, Selector, check_key
+from ratelimit._web import AnyLimiter, Cost, Exempt, Rule, Selector, check_key, merge_fields
 from ratelimit.errors import ConfigurationError
 from ratelimit.headers import HeadersOption, Renderer, retry_after_seconds
 from ratelimit.keys import KeyFunction, ScopeView, client_ip
@@ -226,7 +228,8 @@ class RateLimitMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == start and extra:
                 message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = list(message.get("headers", ()))
+                message["headers"] = headers + merge_fields(headers, extra)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -16,8 +16,9 @@
 
 The dependency runs after routing, so it knows the route template: ``/items/1`` and
 ``/items/2`` of ``/items/{item_id}`` share one limit, counted under ``"GET /items/:item_id"``
-(the methods and the template). One ``RateLimit`` used on several routes counts each route
-separately, unless given a ``name``, which makes it one limit shared by all of them.
+(the methods and the template, under the mount point of a mounted sub-application). One
+``RateLimit`` used on several routes counts each route separately, unless given a ``name``,
+which makes it one limit shared by all of them.
 
 Headers: when the app also runs :class:`ratelimit.asgi.RateLimitMiddleware` (even one with no
 limiter, which only writes headers), the dependency hands it its fields and they reach every
@@ -36,13 +37,13 @@ registered for ``RateLimited`` or ``RateLimitExceeded`` replaces that answer.
 # No ``from __future__ import annotations`` here: FastAPI reads the annotations of
 # ``RateLimit.__call__`` at runtime to inject the Request and the Response.
 from collections.abc import MutableMapping
-from typing import Any, Final
+from typing import Any
 
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ratelimit._web import AnyLimiter, Cost, check_cost, check_key, template_name
+from ratelimit._web import AnyLimiter, Cost, check_cost, check_key, merge_fields, template_name
 from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, call, route_path
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
@@ -50,19 +51,6 @@ from ratelimit.headers import PROBLEM_JSON, HeadersOption, Renderer
 from ratelimit.keys import KeyFunc, KeyFunction, ScopeView, client_ip
 
 __all__ = ["RateLimit", "RateLimited"]
-
-# Header fields that hold one value: a route's own value replaces the middleware's.
-_SINGLE: Final = frozenset(
-    name.encode("latin-1")
-    for name in (
-        "ratelimit-limit",
-        "ratelimit-remaining",
-        "ratelimit-reset",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-    )
-)
 
 
 class RateLimited(RateLimitExceeded, HTTPException):
@@ -121,26 +109,29 @@ class RateLimit:
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be non-empty text, got {name!r}")
         self._prefix = None if name is None else name + "|"
-        self._route_prefixes: dict[int, tuple[object, str]] = {}
+        self._route_prefixes: dict[tuple[int, str], tuple[object, str]] = {}
 
     def __repr__(self) -> str:
         return f"RateLimit({self.limiter!r}, key={self.key!r})"
 
     def _route_prefix(self, scope: MutableMapping[str, Any]) -> str:
-        """The text this route's limit is counted under, with its separator."""
+        """The text this route's limit is counted under, with its separator: its methods and
+        its template under the app's mount point (``root_path``), so same-path routes of two
+        sub-applications mounted under different prefixes count apart."""
         route = scope.get("route")
         if route is None:  # not routed (should not happen in FastAPI): the concrete path
             return template_name(route_path(scope)) + "|"
+        root: str = scope.get("root_path", "")
         # Routes are not hashable; the cache holds the route itself so its id stays its own.
-        cached = self._route_prefixes.get(id(route))
+        cached = self._route_prefixes.get((id(route), root))
         if cached is not None and cached[0] is route:
             return cached[1]
         path = str(getattr(route, "path_format", None) or getattr(route, "path", ""))
         methods = getattr(route, "methods", None)
         head = ",".join(sorted(methods)) + " " if methods else ""
-        prefix = head + template_name(path) + "|"
+        prefix = head + template_name(root.rstrip("/") + path) + "|"
         if len(self._route_prefixes) < 10_000:
-            self._route_prefixes[id(route)] = (route, prefix)
+            self._route_prefixes[(id(route), root)] = (route, prefix)
         return prefix
 
     async def __call__(self, request: Request, response: Response) -> Decision:
@@ -161,10 +152,8 @@ class RateLimit:
         if fields:
             shared: list[tuple[bytes, bytes]] | None = scope.get(HEADERS_SCOPE_KEY)
             if shared is not None:
-                names = {name for name, _ in fields if name in _SINGLE}
-                if names:
-                    shared[:] = [f for f in shared if f[0] not in names]
-                shared.extend(fields)
+                # this route's single-valued fields replace the middleware's
+                shared[:] = [*merge_fields(fields, shared), *fields]
             else:  # FastAPI copies these onto the response it builds from returned data
                 response.headers.raw.extend(fields)
         return decision

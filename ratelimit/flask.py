@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import TooManyRequests
 
-from ratelimit._web import Cost, check_cost, check_key, check_key_function
+from ratelimit._web import Cost, check_cost, check_key, check_key_function, merge_fields
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.headers import Renderer
 from ratelimit.keys import EnvironView, KeyFunc, KeyFunction, client_ip
@@ -81,10 +81,6 @@ _EXTENSION: Final = "ratelimit"
 _EXEMPT: Final = "_ratelimit_exempt"
 # Where a request's header fields wait for after_request: its WSGI environ (cheaper than g).
 _FIELDS: Final = "ratelimit.fields"
-_SINGLE: Final = frozenset(
-    ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-ratelimit-limit",
-     "x-ratelimit-remaining", "x-ratelimit-reset")
-)  # fmt: skip
 
 
 class RateLimited(RateLimitExceeded, TooManyRequests):
@@ -328,10 +324,8 @@ def _hit(state: _State, limiter: Limiter, identifier: str, cost: int) -> None:
         if recorded is None:
             environ[_FIELDS] = fields
         else:
-            single = {n for n, _ in fields if n.lower() in _SINGLE}
-            if single:
-                recorded[:] = [f for f in recorded if f[0] not in single]
-            recorded.extend(fields)
+            # the view's single-valued fields replace the app-wide default's
+            recorded[:] = [*merge_fields(fields, recorded), *fields]
 
 
 def _apply_default() -> None:
@@ -349,7 +343,7 @@ def _apply_default() -> None:
 def _add_headers(response: Response) -> Response:
     """``after_request``: add the rate-limit headers recorded for this request."""
     fields: list[tuple[str, str]] | None = request.environ.get(_FIELDS)
-    if fields:
-        for name, value in fields:
+    if fields:  # a view's denial carries its own single-valued fields: they stand
+        for name, value in merge_fields(response.headers.items(), fields):
             response.headers.add(name, value)
     return response
