@@ -316,8 +316,9 @@ def test_header_key_reads_the_value_the_application_reads() -> None:
 
 def test_header_key_of_a_django_request_reads_its_meta() -> None:
     class DjangoLikeRequest:  # Django's ASGIRequest: a scope, and META joined with ","
-        scope = scope(x_api_key=["k", "junk"])
-        META = {"REMOTE_ADDR": "203.0.113.7", "HTTP_X_API_KEY": "k,junk"}
+        def __init__(self) -> None:
+            self.scope = scope(x_api_key=["k", "junk"])
+            self.META = {"REMOTE_ADDR": "203.0.113.7", "HTTP_X_API_KEY": "k,junk"}
 
     assert keys.header("X-API-Key")(DjangoLikeRequest()) == "hdr:x-api-key:k,junk"
     assert keys.client_ip()(DjangoLikeRequest()) == "ip:203.0.113.7"
