@@ -9,9 +9,11 @@ response; everything else lives here. Entry points for an integration (Django's 
   ``select(path, method)`` gives the :class:`Target` of a request, or None when nothing
   limits it. Pass the path and method *as the framework routes them*: for WSGI,
   :func:`wsgi_path` and :func:`wsgi_method` of the environ.
-- A :class:`Target`'s ``builtin`` key reads a :class:`ratelimit.keys.RequestView` directly;
-  any other key or cost callable gets the framework's request, and :func:`check_key` checks
-  what a key returned. The identifier to hit is ``target.prefix + key``.
+- :func:`key_and_cost` (sync) or :func:`akey_and_cost` (awaits async callables): a request's
+  key and cost, given the key function and cost (a Target's, a view limit's), a
+  :class:`ratelimit.keys.RequestView` of the request (built-in keys read it, building no
+  request object) and a callable returning the framework's request (for custom key and cost
+  callables, built only when one needs it). The identifier to hit is ``target.prefix + key``.
 - :func:`merge_fields`: header fields to add to a response that may already carry some of
   its own (a route's limit under an app-wide one): one value per single-valued field, the
   response's own (the limit closest to the view) winning; list-valued ``RateLimit`` and
@@ -20,12 +22,13 @@ response; everything else lives here. Entry points for an integration (Django's 
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any, AnyStr, Final, Generic, TypeAlias, TypeVar
 
 from ratelimit.errors import ConfigurationError
-from ratelimit.keys import KeyFunc, KeyFunction
+from ratelimit.keys import KeyFunc, KeyFunction, RequestView
 
 if TYPE_CHECKING:
     from ratelimit.limiter import AsyncLimiter, Limiter
@@ -37,6 +40,9 @@ __all__ = [
     "Rule",
     "Selector",
     "Target",
+    "akey_and_cost",
+    "call",
+    "key_and_cost",
     "merge_fields",
     "template_name",
     "wsgi_method",
@@ -96,6 +102,39 @@ def check_key(result: object, key: object) -> str:
     if isinstance(result, str):
         return result
     raise TypeError(f"key function {key!r} returned {result!r}; it must return a str")
+
+
+async def call(function: Callable[..., Any], *arguments: Any) -> Any:
+    """``function(*arguments)``, awaited when it returns an awaitable (sync or async)."""
+    result = function(*arguments)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def key_and_cost(
+    key: KeyFunction, cost: Cost, view: RequestView, request: Callable[[], Any]
+) -> tuple[str, int]:
+    """The key and cost of a request, in sync code: a built-in key reads ``view``; a custom
+    key or cost callable gets ``request()``. Raises TypeError when a key returns no str, and
+    whatever a custom callable raises."""
+    identifier = key.from_view(view) if isinstance(key, KeyFunc) else check_key(key(request()), key)
+    if not isinstance(cost, int):
+        cost = cost(request())
+    return identifier, cost  # type: ignore[return-value]
+
+
+async def akey_and_cost(
+    key: KeyFunction, cost: Cost, view: RequestView, request: Callable[[], Any]
+) -> tuple[str, int]:
+    """As :func:`key_and_cost`, awaiting key and cost callables that return awaitables."""
+    if isinstance(key, KeyFunc):
+        identifier = key.from_view(view)
+    else:
+        identifier = check_key(await call(key, request()), key)
+    if not isinstance(cost, int):
+        cost = await call(cost, request())
+    return identifier, cost  # type: ignore[return-value]
 
 
 def check_cost(cost: object) -> None:

@@ -43,8 +43,8 @@ from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ratelimit._web import AnyLimiter, Cost, check_cost, check_key, merge_fields, template_name
-from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, call, route_path
+from ratelimit._web import AnyLimiter, Cost, akey_and_cost, check_cost, merge_fields, template_name
+from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, route_path
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.headers import PROBLEM_JSON, HeadersOption, Renderer
@@ -137,13 +137,7 @@ class RateLimit:
     async def __call__(self, request: Request, response: Response) -> Decision:
         """Hit the limiter for this request; returns the Decision or raises RateLimited."""
         scope = request.scope
-        if self._builtin is not None:
-            key = self._builtin.from_view(ScopeView(scope))
-        else:
-            key = check_key(await call(self.key, request), self.key)
-        cost = self.cost
-        if not isinstance(cost, int):
-            cost = await call(cost, request)
+        key, cost = await akey_and_cost(self.key, self.cost, ScopeView(scope), lambda: request)
         identifier = (self._prefix or self._route_prefix(scope)) + key
         decision = await self._hit(identifier, cost)
         if not decision.allowed:

@@ -68,10 +68,17 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import TooManyRequests
 
-from ratelimit._web import Cost, check_cost, check_key, check_key_function, merge_fields
+from ratelimit._web import (
+    Cost,
+    akey_and_cost,
+    check_cost,
+    check_key_function,
+    key_and_cost,
+    merge_fields,
+)
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.headers import Renderer
-from ratelimit.keys import EnvironView, KeyFunc, KeyFunction, client_ip
+from ratelimit.keys import EnvironView, KeyFunction, client_ip
 from ratelimit.limiter import AsyncLimiter, Limiter
 from ratelimit.stores.base import Store
 
@@ -313,10 +320,10 @@ class FlaskRateLimit:
                 async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                     state = _state()
                     if state.enabled:
-                        key = await _resolve(spec.key or state.key)
-                        cost = spec.cost
-                        if not isinstance(cost, int):
-                            cost = await _resolve(cost, text=False)
+                        environ = EnvironView(request.environ)
+                        key, cost = await akey_and_cost(
+                            spec.key or state.key, spec.cost, environ, _request
+                        )
                         _check(state, spec, key, cost)
                     return await coroutine_view(*args, **kwargs)
 
@@ -326,8 +333,8 @@ class FlaskRateLimit:
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 state = _state()
                 if state.enabled:
-                    key = _key(spec.key or state.key)
-                    cost = spec.cost if isinstance(spec.cost, int) else spec.cost(request)
+                    environ = EnvironView(request.environ)
+                    key, cost = key_and_cost(spec.key or state.key, spec.cost, environ, _request)
                     _check(state, spec, key, cost)
                 return view(*args, **kwargs)
 
@@ -354,20 +361,9 @@ def _state() -> _State:
         ) from None
 
 
-def _key(key_function: KeyFunction) -> str:
-    """The key of the current request: built-in keys read the WSGI environ directly."""
-    if isinstance(key_function, KeyFunc):
-        return key_function.from_view(EnvironView(request.environ))
-    return check_key(key_function(request), key_function)
-
-
-async def _resolve(function: Callable[[Any], Any], text: bool = True) -> Any:
-    if isinstance(function, KeyFunc):
-        return function.from_view(EnvironView(request.environ))
-    result = function(request)
-    if inspect.isawaitable(result):
-        result = await result
-    return check_key(result, function) if text else result
+def _request() -> Any:
+    """Flask's request, for custom key and cost callables."""
+    return request
 
 
 def _check(state: _State, spec: _Limit, key: str, cost: int) -> None:
@@ -404,7 +400,8 @@ def _apply_default() -> None:
     view = current_app.view_functions.get(endpoint) if endpoint else None
     if view is not None and getattr(view, _EXEMPT, False):
         return
-    _hit(state, state.default, _key(state.key), 1)
+    key, _ = key_and_cost(state.key, 1, EnvironView(request.environ), _request)
+    _hit(state, state.default, key, 1)
 
 
 def _add_headers(response: Response) -> Response:

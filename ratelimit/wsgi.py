@@ -41,7 +41,7 @@ from ratelimit._web import (
     Exempt,
     Rule,
     Selector,
-    check_key,
+    key_and_cost,
     merge_fields,
     wsgi_method,
     wsgi_path,
@@ -150,11 +150,7 @@ class WSGIRateLimitMiddleware:
         if target is None or (selector.exempt_call is not None and selector.exempt_call(environ)):
             return self.app(environ, start_response)
 
-        if target.builtin is not None:
-            key = target.builtin.from_view(EnvironView(environ))
-        else:
-            key = check_key(target.key(environ), target.key)
-        cost = target.cost if isinstance(target.cost, int) else target.cost(environ)
+        key, cost = key_and_cost(target.key, target.cost, EnvironView(environ), lambda: environ)
         identifier = target.prefix + key if target.prefix else key
         decision = target.hit(identifier, cost)
         if not decision.allowed:
