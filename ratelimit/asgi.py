@@ -194,7 +194,8 @@ class RateLimitMiddleware:
         selector = self._selector
         target = None
         if selector.needs_path:
-            target = selector.select(route_path(scope), scope.get("method", "GET"))
+            # upper case: Django's ASGI handler routes "post" to a POST view
+            target = selector.select(route_path(scope), scope.get("method", "GET").upper())
         else:
             target = selector.default
         connection: list[Any] = []  # the framework's request, built once if ever needed

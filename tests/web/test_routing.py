@@ -21,7 +21,7 @@ from ratelimit.asgi import RateLimitMiddleware
 from ratelimit.fastapi import RateLimit
 from ratelimit.flask import FlaskRateLimit
 from ratelimit.wsgi import Rule, WSGIRateLimitMiddleware
-from tests.web.conftest import Clock
+from tests.web.conftest import Clock, http_scope, run_asgi
 
 ALL_MODES = ("ietf", "draft-6", "legacy")
 SINGLE = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-ratelimit-limit",
@@ -85,6 +85,18 @@ def test_head_counts_against_a_get_rule_under_wsgi() -> None:
     methods = ["HEAD", "HEAD", "GET", "POST"]
     statuses = wsgi_statuses(app, [{"PATH_INFO": "/r", "REQUEST_METHOD": m} for m in methods])
     assert statuses == [200, 200, 429, 200]
+
+
+async def test_a_lower_case_method_counts_against_its_rule_under_asgi() -> None:
+    # Django's ASGI handler upper-cases the method before routing; Starlette answers 405
+    app = RateLimitMiddleware(
+        starlette_app("/r"), rules=[rl.asgi.Rule("/r", "2/minute", methods=["POST"])]
+    )
+    statuses = []
+    for method in ("post", "post", "POST"):
+        sent = await run_asgi(app, http_scope("/r", method=method))
+        statuses.append(sent[0]["status"])
+    assert statuses[-1] == 429
 
 
 def test_a_get_rule_keeps_its_name() -> None:
