@@ -36,14 +36,22 @@ registered for ``RateLimited`` or ``RateLimitExceeded`` replaces that answer.
 
 # No ``from __future__ import annotations`` here: FastAPI reads the annotations of
 # ``RateLimit.__call__`` at runtime to inject the Request and the Response.
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ratelimit._web import AnyLimiter, Cost, akey_and_cost, check_cost, merge_fields, template_name
+from ratelimit._web import (
+    AnyLimiter,
+    Cost,
+    akey_and_cost,
+    check_cost,
+    matcher,
+    merge_fields,
+    template_name,
+)
 from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, route_path
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
@@ -51,6 +59,39 @@ from ratelimit.headers import PROBLEM_JSON, HeadersOption, Renderer
 from ratelimit.keys import KeyFunc, KeyFunction, ScopeView, client_ip
 
 __all__ = ["RateLimit", "RateLimited"]
+
+
+def _route_prefixes(
+    scope: MutableMapping[str, Any], route: object
+) -> list[tuple[Callable[[str], bool], str]]:
+    """Each mount template under which the app's router reaches ``route`` (``""`` at the
+    top), as ``(matches the concrete mount path, counting prefix)``; one entry, without a
+    mount, when the router is not known or does not hold the route."""
+    path = str(getattr(route, "path_format", None) or getattr(route, "path", ""))
+    methods = getattr(route, "methods", None)
+    head = ",".join(sorted(methods)) + " " if methods else ""
+    mounts = _mounts(getattr(scope.get("router"), "routes", ()), route, "", 0) or [""]
+    return [
+        (
+            (lambda mounted: mounted in ("", "/")) if not mount else matcher(mount),
+            head + template_name(mount + path) + "|",
+        )
+        for mount in mounts
+    ]
+
+
+def _mounts(routes: Iterable[object], route: object, mount: str, depth: int) -> list[str]:
+    """The mount templates (``"/a/{tenant}"``) under which ``routes`` reach ``route``."""
+    found: list[str] = []
+    for candidate in routes:
+        if candidate is route:
+            found.append(mount)
+            continue
+        inner = getattr(candidate, "routes", None)
+        if inner and depth < 16:  # a Mount (its path) or a Host (no path)
+            prefix = mount + str(getattr(candidate, "path", "") or "").rstrip("/")
+            found += _mounts(inner, route, prefix, depth + 1)
+    return found
 
 
 class RateLimited(RateLimitExceeded, HTTPException):
@@ -109,30 +150,36 @@ class RateLimit:
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be non-empty text, got {name!r}")
         self._prefix = None if name is None else name + "|"
-        self._route_prefixes: dict[tuple[int, str], tuple[object, str]] = {}
+        self._route_prefixes: dict[int, tuple[object, list[tuple[Callable[[str], bool], str]]]] = {}
 
     def __repr__(self) -> str:
         return f"RateLimit({self.limiter!r}, key={self.key!r})"
 
     def _route_prefix(self, scope: MutableMapping[str, Any]) -> str:
         """The text this route's limit is counted under, with its separator: its methods and
-        its template under the app's mount point (``root_path``), so same-path routes of two
-        sub-applications mounted under different prefixes count apart."""
+        its template, under the template of the mount point of a mounted sub-application, so
+        same-path routes of apps mounted at ``/a`` and ``/b`` count apart while every tenant
+        of ``Mount("/{tenant}", ...)`` shares one limit."""
         route = scope.get("route")
         if route is None:  # not routed (should not happen in FastAPI): the concrete path
             return template_name(route_path(scope)) + "|"
-        root: str = scope.get("root_path", "")
         # Routes are not hashable; the cache holds the route itself so its id stays its own.
-        cached = self._route_prefixes.get((id(route), root))
-        if cached is not None and cached[0] is route:
-            return cached[1]
-        path = str(getattr(route, "path_format", None) or getattr(route, "path", ""))
-        methods = getattr(route, "methods", None)
-        head = ",".join(sorted(methods)) + " " if methods else ""
-        prefix = head + template_name(root.rstrip("/") + path) + "|"
-        if len(self._route_prefixes) < 10_000:
-            self._route_prefixes[(id(route), root)] = (route, prefix)
-        return prefix
+        cached = self._route_prefixes.get(id(route))
+        if cached is None or cached[0] is not route:
+            cached = (route, _route_prefixes(scope, route))
+            if len(self._route_prefixes) < 10_000:
+                self._route_prefixes[id(route)] = cached
+        candidates = cached[1]
+        if len(candidates) == 1:
+            return candidates[0][1]
+        # one route reachable under several mounts: the one this request came through
+        root: str = scope.get("root_path", "")
+        app_root: str = scope.get("app_root_path", "")
+        mounted = root[len(app_root) :] if root.startswith(app_root) else root
+        for matches, prefix in candidates:
+            if matches(mounted):
+                return prefix
+        return candidates[0][1]
 
     async def __call__(self, request: Request, response: Response) -> Decision:
         """Hit the limiter for this request; returns the Decision or raises RateLimited."""

@@ -196,6 +196,39 @@ async def test_same_path_routes_of_two_mounted_sub_apps_count_apart(clock: Clock
     assert statuses == [200, 200, 429]
 
 
+async def test_one_sub_app_mounted_twice_counts_each_mount_apart(clock: Clock) -> None:
+    shared = RateLimit(rl.AsyncLimiter("1/minute", clock=clock))
+    sub = FastAPI()
+
+    @sub.get("/items/{item_id}", dependencies=[Depends(shared)])
+    async def items(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    app = FastAPI()
+    app.mount("/a", sub)
+    app.mount("/b", sub)
+    async with asgi_client(app) as client:
+        paths = ("/a/items/1", "/b/items/2", "/a/items/3", "/b/items/4")
+        statuses = [(await client.get(p)).status_code for p in paths]
+    assert statuses == [200, 200, 429, 429]
+
+
+async def test_every_tenant_of_a_templated_mount_shares_its_limit(clock: Clock) -> None:
+    shared = RateLimit(rl.AsyncLimiter("2/minute", clock=clock))
+    sub = FastAPI()
+
+    @sub.get("/items", dependencies=[Depends(shared)])
+    async def items() -> dict[str, int]:
+        return {"ok": 1}
+
+    app = FastAPI()
+    app.mount("/{tenant}", sub)
+    async with asgi_client(app) as client:
+        statuses = [(await client.get(f"/t{n}/items")).status_code for n in range(4)]
+    # a fresh tenant name in the path is no fresh budget
+    assert statuses == [200, 200, 429, 429]
+
+
 # --- one value per single-valued header when two limits answer ------------------------------------
 
 
