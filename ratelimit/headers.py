@@ -227,13 +227,21 @@ class Renderer:
         if decision.reason == "store_error" or not self._names:
             return []
         if self._fast:
+            # The common case, built straight as bytes: "ietf" only, no pk.
             details = decision.per_policy
+            ceil = math.ceil
             if len(details) == 1:
-                # The common case, built straight as bytes: "ietf" only, one policy, no pk.
                 one = details[0]
                 policy, head = self._raw_entry(one.policy)
-                state = b"%s%d;t=%d" % (head, one.remaining, math.ceil(one.reset_after))
+                state = b"%s%d;t=%d" % (head, one.remaining, ceil(one.reset_after))
                 return [(b"ratelimit-policy", policy), (b"ratelimit", state)]
+            raw_entry = self._raw_entry
+            state = b", ".join([
+                b"%s%d;t=%d" % (raw_entry(d.policy)[1], d.remaining, ceil(d.reset_after))
+                for d in details
+            ])  # fmt: skip
+            policy = self.policy_value(decision).encode("latin-1")
+            return [(b"ratelimit-policy", policy), (b"ratelimit", state)]
         names = self._raw_names
         return [(names[i], v.encode("latin-1")) for i, v in enumerate(self.values(decision, key))]
 
