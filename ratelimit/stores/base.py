@@ -181,14 +181,15 @@ class ScriptCalls:
                  charge: bool) -> Command:  # fmt: skip
         """The ``check`` entry point as one command (as :meth:`_entry_command`, inlined: it
         runs on every check)."""
-        if self.binary_args:
-            argv: tuple[Any, ...] = (_NOW if now is None else now, cost, _CHARGE[charge],
-                                     plan.spec_bytes)  # fmt: skip
-        else:
-            argv = ("" if now is None else now, cost, "1" if charge else "0", plan.spec)
         if self.functions:
-            return ["FCALL", self._check_function, len(keys), *keys, *argv]
-        return ["EVALSHA", self._check_sha, len(keys), *keys, *argv]
+            head = ["FCALL", self._check_function, len(keys), *keys]
+        else:
+            head = ["EVALSHA", self._check_sha, len(keys), *keys]
+        if self.binary_args:
+            head += (_NOW if now is None else now, cost, _CHARGE[charge], plan.spec_bytes)
+        else:
+            head += ("" if now is None else now, cost, "1" if charge else "0", plan.spec)
+        return head
 
     def _unknown(self, error: BaseException) -> str | None:
         """What the server did not know, when ``error`` says so: ``"script"``, ``"function"``,
