@@ -188,3 +188,36 @@ async def test_cluster_keys_of_one_identifier_share_a_slot(servers: object) -> N
     for key in ODD:
         slots = {key_slot(k.encode("utf-8")) for k in limiter.keys(key)}
         assert len(slots) == 1, (key, slots)
+
+
+class _NoFunctions:
+    """A redis-py client in front of a server without functions (Redis 6, a proxy): FCALL and
+    FUNCTION are unknown commands; everything else goes through, and is recorded."""
+
+    def __init__(self) -> None:
+        import fakeredis
+
+        self.inner = fakeredis.FakeRedis()
+        self.sent: list[str] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        import redis
+
+        name = str(args[0]).upper()
+        self.sent.append(name)
+        if name in ("FCALL", "FUNCTION"):
+            raise redis.exceptions.ResponseError(
+                f"unknown command '{name}', with args beginning with: "
+            )
+        return self.inner.execute_command(*args, **options)
+
+
+def test_a_server_without_functions_is_served_by_scripts(clock: Clock) -> None:
+    """FCALL unknown: the same call goes once as EVAL (two requests), then EVALSHA for good."""
+    client = _NoFunctions()
+    limiter = rl.Limiter(POLICIES, store=rl.RedisStore(client), clock=clock)  # type: ignore[arg-type]
+    assert limiter.hit("k").allowed
+    assert client.sent == ["FCALL", "EVAL"]
+    d = limiter.hit("k")
+    assert d.allowed and d.details[0].remaining == 48
+    assert client.sent == ["FCALL", "EVAL", "EVALSHA"]
