@@ -55,12 +55,14 @@ class Plan:
     ``lua/limiter.lua``, as text and as bytes) and, for the memory store, the Python twin's
     steps. Built once per limiter."""
 
-    __slots__ = ("policies", "spec", "spec_bytes", "steps")
+    __slots__ = ("codes", "policies", "spec", "spec_bytes", "steps")
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies: tuple[Policy, ...] = tuple(policies)
         self.spec: str = " ".join(a for p in self.policies for a in p._argv)
         self.spec_bytes: bytes = self.spec.encode()
+        #: the algorithm codes the plan uses, sorted, once each ("f", "ft"...)
+        self.codes: str = "".join(sorted({p._argv[0] for p in self.policies}))
         steps: list[Step] = []
         for p in self.policies:
             code, limit, period, rate, unit = p._argv
@@ -168,7 +170,18 @@ class ScriptCalls:
         self._texts = {lib.functions[e]: lib.scripts[e].text for e in lib.functions}
         self._texts.update({s.sha: s.text for s in lib.scripts.values()})
         self._check_function = lib.functions["check"]
-        self._check_sha = lib.scripts["check"].sha
+        self._library = lib
+        #: the check script's SHA1 by the algorithm codes of a plan (see Library.script_for)
+        self._check_shas: dict[str, str] = {}
+
+    def _check_sha(self, plan: Plan) -> str:
+        """The SHA1 of the check script with only ``plan``'s algorithms, made on first use."""
+        sha = self._check_shas.get(plan.codes)
+        if sha is None:
+            script = self._library.script_for("check", plan.codes)
+            self._texts[script.sha] = script.text
+            sha = self._check_shas[plan.codes] = script.sha
+        return sha
 
     def _entry_command(self, entry: str, keys: Sequence[str], argv: Sequence[Any]) -> Command:
         """A call of the entry point ``entry`` (see ``lua/limiter.lua``) as one command:
@@ -184,7 +197,7 @@ class ScriptCalls:
         if self.functions:
             head = ["FCALL", self._check_function, len(keys), *keys]
         else:
-            head = ["EVALSHA", self._check_sha, len(keys), *keys]
+            head = ["EVALSHA", self._check_sha(plan), len(keys), *keys]
         if self.binary_args:
             head += (_NOW if now is None else now, cost, _CHARGE[charge], plan.spec_bytes)
         else:
