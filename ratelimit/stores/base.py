@@ -138,8 +138,8 @@ class ScriptCalls:
     - ``FCALL <library>_check`` when :attr:`functions`, else ``EVALSHA``;
     - a server that does not know the function: one ``FUNCTION LOAD`` (REPLACE, the library
       being named after its text) and the ``FCALL`` again, three requests at most; one that
-      cannot load functions (no such command, no permission) makes the store use scripts
-      from then on, and the call goes once as ``EVAL``;
+      cannot call or load functions (no such command, no permission) makes the store use
+      scripts from then on, and the call goes once as ``EVAL``;
     - a server that does not know the script: the same call once as ``EVAL`` with the text;
     - no other error is resent (a hit is not idempotent); every error becomes a StoreError.
 
@@ -217,7 +217,11 @@ class ScriptCalls:
         lowered = text.lower()
         if "function not found" in lowered:
             return "function"
-        if "unknown command" in lowered or "unknown subcommand" in lowered:
+        if (
+            "unknown command" in lowered
+            or "unknown subcommand" in lowered
+            or "no permissions" in lowered  # NOPERM: an ACL without it
+        ):
             return "command"
         return None
 
@@ -229,8 +233,10 @@ class ScriptCalls:
             if unknown == "function":
                 try:
                     yield ["FUNCTION", "LOAD", "REPLACE", self._library_text]
-                except self._reply_errors:
-                    pass  # cannot load functions here (refused, not permitted): use scripts
+                except self._reply_errors as refused:
+                    if self._unknown(refused) != "command":
+                        raise  # a passing state (busy, read-only): the next check tries again
+                    # this server cannot load functions (no such command, not permitted)
                 else:
                     return (yield command)
             self.functions = False
