@@ -25,6 +25,19 @@ __all__ = ["FixedWindow", "Policy", "SlidingWindow", "TokenBucket", "parse"]
 
 # Every product the scripts form stays below 2**53, so Lua's doubles hold it exactly.
 _EXACT: Final = 2**53
+# Time units (milliseconds per tick) a policy may count in, finest first: milliseconds unless
+# its products in milliseconds would leave 2**53 (a large quota over a long period).
+_UNITS_MS: Final = (1, 10, 100, 1_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000)
+
+
+def _tick(limit: int, ms: int, what: str, period: object) -> int:
+    """The finest time unit (milliseconds per tick) that divides ``ms`` and keeps
+    ``2 * limit * period`` in ticks below 2**53; ``retry_after`` is then exact to that unit.
+    Raises ConfigurationError naming ``what`` when none does."""
+    for unit in (*_UNITS_MS, ms):
+        if ms % unit == 0 and 2 * limit * (ms // unit) < _EXACT:
+            return unit
+    raise ConfigurationError(f"{what} over period {period!r} is too large to count exactly")
 
 
 def _period_ms(period: object) -> int:
@@ -73,23 +86,31 @@ class Policy:
     - ``period``: seconds, as a float. ``period_ms``: the same in whole milliseconds.
     - ``id``: a short text naming the algorithm and its numbers, used in store keys, so that
       changing a limit never reads state written under the old one.
+    - ``tick_ms``: the time unit the policy counts in, in milliseconds: 1, or coarser for a
+      large quota (such as ``"100000000/day"``) whose numbers in milliseconds could not be
+      computed exactly; its ``retry_after`` and ``reset_after`` are then exact to that unit.
     """
 
-    __slots__ = ("_argv", "id", "limit", "period_ms")
+    __slots__ = ("_argv", "id", "limit", "period_ms", "tick_ms")
     algorithm: ClassVar[str]
     _code: ClassVar[str]
 
     limit: int
     period_ms: int
+    tick_ms: int
     id: str
-    _argv: tuple[str, str, str, str]
+    _argv: tuple[str, str, str, str, str]
 
-    def _setup(self, limit: int, period_ms: int, extra: int) -> None:
+    def _setup(self, limit: int, period_ms: int, extra: int, tick_ms: int = 1) -> None:
         object.__setattr__(self, "limit", limit)
         object.__setattr__(self, "period_ms", period_ms)
+        object.__setattr__(self, "tick_ms", tick_ms)
         tail = f".{extra}" if extra else ""
+        # The tick follows from limit and period, so the id names the state's unit too.
         object.__setattr__(self, "id", f"{self._code}{limit}.{period_ms}{tail}")
-        argv = (self._code, str(limit), str(period_ms), str(extra))
+        # The script's policy ARGV (see lua/limiter.lua): code, limit, period in ticks, rate,
+        # ticks' unit in milliseconds.
+        argv = (self._code, str(limit), str(period_ms // tick_ms), str(extra), str(tick_ms))
         object.__setattr__(self, "_argv", argv)
 
     @property
@@ -122,8 +143,8 @@ class FixedWindow(Policy):
     from zero. Cheap and exact, but a client may spend ``limit`` at the end of one window and
     ``limit`` again at the start of the next.
 
-    Raises ConfigurationError for a non-positive limit or period, or numbers too large to be
-    computed exactly (``limit * period`` in milliseconds beyond 2**52).
+    Raises ConfigurationError for a non-positive limit or period, or a limit of 2**52 or more
+    (it forms no product of limit and period, so any quota below that is counted exactly).
     """
 
     __slots__ = ()
@@ -133,10 +154,8 @@ class FixedWindow(Policy):
     def __init__(self, limit: int, period: float | timedelta) -> None:
         limit = _positive_int("limit", limit)
         ms = _period_ms(period)
-        if 2 * limit * ms >= _EXACT:
-            raise ConfigurationError(
-                f"limit {limit} over period {period!r} is too large to count exactly"
-            )
+        if 2 * limit >= _EXACT:
+            raise ConfigurationError(f"limit {limit} is too large to count exactly")
         self._setup(limit, ms, 0)
 
     def _init_args(self) -> tuple[object, ...]:
@@ -155,7 +174,9 @@ class SlidingWindow(Policy):
     span of ``period`` it may admit more than ``limit`` when they were bunched (at most twice
     ``limit`` in the worst case, and never more than ``limit`` within one window).
 
-    Raises ConfigurationError as :class:`FixedWindow` does.
+    Counts in milliseconds, or in a coarser unit (``tick_ms``) where ``limit * period`` in
+    milliseconds would leave 2**52 (``"100000000/day"``: 10 ms). Raises ConfigurationError for
+    a non-positive limit or period, or numbers no unit can count exactly.
     """
 
     __slots__ = ()
@@ -165,11 +186,7 @@ class SlidingWindow(Policy):
     def __init__(self, limit: int, period: float | timedelta) -> None:
         limit = _positive_int("limit", limit)
         ms = _period_ms(period)
-        if 2 * limit * ms >= _EXACT:
-            raise ConfigurationError(
-                f"limit {limit} over period {period!r} is too large to count exactly"
-            )
-        self._setup(limit, ms, 0)
+        self._setup(limit, ms, 0, _tick(limit, ms, f"limit {limit}", period))
 
     def _init_args(self) -> tuple[object, ...]:
         return (self.limit, self.period)
@@ -185,7 +202,9 @@ class TokenBucket(Policy):
     denied and takes none. Refill is exact: at 3 tokens per second, 30 tokens take exactly 10 s.
     ``burst`` defaults to ``rate``; ``limit`` (the largest cost ever allowed) is ``burst``.
 
-    Raises ConfigurationError for non-positive numbers or ones too large to be exact.
+    Counts time as :class:`SlidingWindow` does (``tick_ms``: 1, or coarser for a large burst
+    over a long period). Raises ConfigurationError for non-positive numbers or ones too large
+    to be exact.
     """
 
     __slots__ = ("rate",)
@@ -197,12 +216,11 @@ class TokenBucket(Policy):
         rate = _positive_int("rate", rate)
         ms = _period_ms(period)
         burst = rate if burst is None else _positive_int("burst", burst)
-        if 2 * burst * ms >= _EXACT or rate >= _EXACT // 4:
-            raise ConfigurationError(
-                f"burst {burst} over period {period!r} is too large to count exactly"
-            )
+        if rate >= _EXACT // 4:
+            raise ConfigurationError(f"rate {rate} is too large to count exactly")
+        tick = _tick(burst, ms, f"burst {burst}", period)
         object.__setattr__(self, "rate", rate)
-        self._setup(burst, ms, rate)
+        self._setup(burst, ms, rate, tick)
 
     @property
     def burst(self) -> int:

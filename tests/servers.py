@@ -524,9 +524,11 @@ class Server:
             r.execute_command("CLIENT", "PAUSE", max(1, round(seconds * 1000)), "ALL")
 
     def flush_scripts(self) -> None:
-        """``SCRIPT FLUSH``: the next EVALSHA of any script gets NOSCRIPT."""
+        """``SCRIPT FLUSH`` and ``FUNCTION FLUSH`` (what a restart does): the next EVALSHA of
+        any script gets NOSCRIPT, the next FCALL "Function not found"."""
         with self._admin() as r:
             r.script_flush()
+            r.function_flush()
 
     def flushall(self) -> None:
         """``FLUSHALL``: delete every key."""
