@@ -121,3 +121,61 @@ async def test_store_down_follows_on_error(is_async: bool) -> None:
     closing = client.aclose() if is_async else client.close()
     if closing is not None:
         await closing
+
+
+# -- every error crosses a process with its decision --------------------------------------------
+
+_POOL_LIMITER = rl.Limiter(rl.FixedWindow(1, 60))
+
+
+@rl.rate_limit(_POOL_LIMITER, key="pool")
+def _limited_job(n: int) -> int:
+    return n
+
+
+def _errors() -> list[BaseException]:
+    limiter = rl.Limiter("1/s; 5/minute")
+    limiter.hit("k")
+    decision = limiter.hit("k")
+    errors: list[BaseException] = [
+        rl.RateLimitExceeded(decision),
+        rl.RateLimitExceeded(decision, "custom message"),
+        rl.ConfigurationError("bad limit '10/fortnight'"),
+        rl.StoreError("RedisStore failed: ConnectionError"),
+    ]
+    from ratelimit.fastapi import RateLimited as FastAPIRateLimited
+
+    errors.append(FastAPIRateLimited(decision, 429, "slow down", {"Retry-After": "1"}))
+    from flask import Response
+
+    from ratelimit.flask import RateLimited as FlaskRateLimited
+
+    errors.append(FlaskRateLimited(decision, Response("slow down", 429)))
+    return errors
+
+
+@pytest.mark.parametrize("copier", ["pickle", "deepcopy"])
+def test_every_error_survives_pickle_and_deepcopy_with_its_decision(copier: str) -> None:
+    import copy
+    import pickle
+
+    for error in _errors():
+        again = pickle.loads(pickle.dumps(error)) if copier == "pickle" else copy.deepcopy(error)
+        assert type(again) is type(error) and str(again) == str(error)
+        assert again.args == error.args
+        decision = getattr(error, "decision", None)
+        if decision is not None:
+            assert again.decision == decision  # type: ignore[attr-defined]
+            assert again.retry_after == error.retry_after  # type: ignore[attr-defined]
+
+
+def test_a_rate_limited_function_raises_through_a_process_pool() -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(_limited_job, 1).result(timeout=60) == 1
+        with pytest.raises(rl.RateLimitExceeded) as caught:
+            pool.submit(_limited_job, 2).result(timeout=60)
+    decision = caught.value.decision
+    assert not decision.allowed and decision.limit == 1 and 0 < decision.retry_after <= 60
+    assert decision.policy == rl.FixedWindow(1, 60)
