@@ -74,11 +74,10 @@ def identifier(key: str) -> str:
     return "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def deadline_of(timeout: float | None) -> float | None:
-    """The ``time.monotonic()`` instant a wait of ``timeout`` real seconds ends (None: never).
+def check_timeout(timeout: object) -> float | None:
+    """``timeout`` of a wait, checked: None or a non-negative int or float (``inf``: None).
 
-    Raises ConfigurationError for anything but None or a non-negative int or float (NaN, a
-    bool or text included).
+    Raises ConfigurationError for anything else (NaN, a bool or text included).
     """
     if timeout is None:
         return None
@@ -86,9 +85,24 @@ def deadline_of(timeout: float | None) -> float | None:
         raise ConfigurationError(
             f"timeout must be None or a non-negative number of seconds, got {timeout!r}"
         )
-    if timeout == float("inf"):
-        return None
-    return time.monotonic() + timeout
+    return None if timeout == float("inf") else timeout
+
+
+def deadline_of(timeout: float | None) -> float | None:
+    """The ``time.monotonic()`` instant a wait of ``timeout`` real seconds ends (None: never).
+    Raises ConfigurationError as :func:`check_timeout` does."""
+    seconds = check_timeout(timeout)
+    return None if seconds is None else time.monotonic() + seconds
+
+
+def is_async_callable(function: object) -> bool:
+    """True for an ``async def`` function, a ``functools.partial`` of one, or an object whose
+    ``__call__`` is one."""
+    import inspect
+
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004
+    )
 
 
 def _listener(on_event: object, is_async: bool) -> Callable[[Event], object]:
@@ -98,12 +112,7 @@ def _listener(on_event: object, is_async: bool) -> Callable[[Event], object]:
     ConfigurationError for a non-callable or an async listener on a sync limiter."""
     if not callable(on_event):
         raise ConfigurationError(f"on_event must be a callable, got {on_event!r}")
-    import inspect
-
-    if not (
-        inspect.iscoroutinefunction(on_event)
-        or inspect.iscoroutinefunction(getattr(on_event, "__call__", None))  # noqa: B004
-    ):
+    if not is_async_callable(on_event):
         return on_event
     if not is_async:
         raise ConfigurationError(
@@ -125,8 +134,9 @@ def _listener(on_event: object, is_async: bool) -> Callable[[Event], object]:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # an event outside any loop: nothing could ever await it
-            if inspect.iscoroutine(coroutine):
-                coroutine.close()
+            close = getattr(coroutine, "close", None)
+            if close is not None:
+                close()
             logger().warning("ratelimit: async on_event listener called outside an event loop")
             return
         task: asyncio.Task[object] = loop.create_task(coroutine)  # type: ignore[arg-type]
