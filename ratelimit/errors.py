@@ -66,5 +66,8 @@ class StoreError(_Picklable, Exception):
     """The store could not answer (connection refused, timeout, server error).
 
     Raised only where the limiter's ``on_error`` is ``"raise"``; the store client's own exception is
-    chained as ``__cause__``.
+    chained as ``__cause__``. ``outage`` is False when the store answered but could not run this
+    one check (a Redis Cluster slot being migrated): the circuit breaker is then not opened.
     """
+
+    outage: bool = True

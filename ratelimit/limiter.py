@@ -371,7 +371,10 @@ class _LimiterBase:
         ``breaker`` admitted with ``ticket``) or ``breaker`` kept the call from it (None).
         Raises StoreError for ``"raise"``."""
         if error is not None and breaker is not None:
-            breaker.failure(error, ticket)
+            if error.outage:
+                breaker.failure(error, ticket)
+            else:  # the store answered (a slot moving): it is up, this check just failed
+                breaker.success(ticket)
         if self._on_event is not None:
             self._emit("store_error", self._plan.policies[0], error)
         if self._on_error == "raise":

@@ -32,6 +32,15 @@ _TIMEOUT = 0.05
 # exactly when limiting matters most.
 _POOL_WAIT = 0.5
 _POOL_SIZE = 100
+# Requests a cluster client may send per command: one redirection (MOVED, or ASK during a
+# migration) and the command. redis-py's default of 16 retries TRYAGAIN with 50 ms sleeps for
+# about 400 ms; with 2 a migrating slot costs at most two round trips and one 50 ms sleep.
+_CLUSTER_REQUESTS = 2
+
+
+def _cluster_grade(client: Any) -> Any:
+    client.RedisClusterRequestTTL = _CLUSTER_REQUESTS
+    return client
 
 
 def _limiter_grade(kwargs: dict[str, Any], *, asyncio: bool = False,
@@ -110,7 +119,7 @@ class _RedisBase:
     """What the sync and async Redis stores share: the script, its arguments, the errors."""
 
     def __init__(self, client: Any, breaker: CircuitBreaker | bool) -> None:
-        from redis.exceptions import NoScriptError
+        from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
         self.breaker = CircuitBreaker.for_store(breaker, type(self).__name__)
         #: One breaker per cluster master (by ``host:port``), made on first use.
@@ -134,6 +143,7 @@ class _RedisBase:
             )
         self._script = limiter_script()
         self._noscript: type[Exception] = NoScriptError
+        self._slot_moving: tuple[type[Exception], ...] = (AskError, MovedError, TryAgainError)
         # redis-py's errors (RedisError, RedisClusterException) and anything else the client
         # raises: a failing client must become a StoreError that on_error handles, never an
         # exception that escapes to the application as a 500.
@@ -162,7 +172,10 @@ class _RedisBase:
         return node
 
     def _failed(self, error: Exception) -> StoreError:
-        return StoreError(f"{type(self).__name__} failed: {type(error).__name__}: {error}")
+        failed = StoreError(f"{type(self).__name__} failed: {type(error).__name__}: {error}")
+        if isinstance(error, self._slot_moving) or str(error) == "TTL exhausted.":
+            failed.outage = False  # the node answered: a slot is being migrated, no outage
+        return failed
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._client!r})"
@@ -202,9 +215,11 @@ class RedisStore(_RedisBase, Store):
 
             settings = _limiter_grade(kwargs, cluster=True)
             try:
-                return cls(RedisCluster.from_url(url, **settings))
+                return cls(_cluster_grade(RedisCluster.from_url(url, **settings)))
             except RedisClusterException:  # no node answers yet: connect on first use
-                pending: Any = _ClusterOnFirstUse(lambda: RedisCluster.from_url(url, **settings))
+                pending: Any = _ClusterOnFirstUse(
+                    lambda: _cluster_grade(RedisCluster.from_url(url, **settings))
+                )
                 return cls(pending)
         import redis
 
@@ -259,8 +274,8 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
         if cluster:
             from redis.asyncio.cluster import RedisCluster
 
-            return cls(RedisCluster.from_url(url, **_limiter_grade(kwargs, asyncio=True,
-                                                                    cluster=True)))  # fmt: skip
+            return cls(_cluster_grade(RedisCluster.from_url(url, **_limiter_grade(
+                kwargs, asyncio=True, cluster=True))))  # fmt: skip
         import redis.asyncio
 
         pool = redis.asyncio.BlockingConnectionPool.from_url(
