@@ -626,7 +626,7 @@ async def test_a_migrating_slot_answers_within_one_node_bound_and_opens_no_break
             d = await limiter.hit("user:moving")
             slowest = max(slowest, time.perf_counter() - started)
             assert d.allowed and d.reason == "store_error"
-            with pytest.raises(rl.StoreError, match="TTL exhausted|TRYAGAIN") as caught:
+            with pytest.raises(rl.StoreError, match=r"TTL exhausted|TRYAGAIN") as caught:
                 await raising.hit("user:moving")
             outages.append(getattr(caught.value, "outage", None))
         assert slowest < ONE_NODE_BOUND, f"a check on a migrating slot took {slowest:.3f}s"
