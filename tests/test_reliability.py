@@ -3,6 +3,7 @@ denied keys and the event hook. (Real servers killed, paused and restarted: test
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -553,3 +554,52 @@ async def _maybe(value: object) -> object:
     import inspect
 
     return await value if inspect.isawaitable(value) else value
+
+
+# -- clock=: skew between callers and the server's TTLs -----------------------------------------
+
+
+async def test_a_lagging_clock_waits_until_the_keys_expire_on_the_server_clock(
+    real_lane: Lane, make_clock: type[Clock]
+) -> None:
+    """With ``clock=``, a caller whose clock runs behind the last writer's sees the state in
+    its future and is denied, but only until the keys expire: TTLs run on the server's own
+    clock (about a period after the last write, whatever the callers' clocks say); then it
+    starts afresh. (The README says so under "Time and clocks".)"""
+    ahead, behind = make_clock(), make_clock()
+    behind.advance(-1_000_000)  # 1,000 s behind
+    policy = rl.FixedWindow(1, 2)
+    writer = real_lane.limiter(policy, clock=ahead, prefix="skew")
+    laggard = real_lane.limiter(policy, clock=behind, prefix="skew")
+    assert (await writer.hit("k")).allowed
+    d = await laggard.hit("k")
+    assert not d.allowed and d.retry_after == 1_002.0  # the window ends in its future
+    server = real_lane.server
+    assert server is not None
+    (key,) = writer.limiter.keys("k")
+    with server.client() as admin:
+        assert 0 < admin.pttl(key) <= 2_000  # the server's clock: one period, not 1,000 s
+        admin.pexpire(key, 1)  # what 2 s of real time does
+        for _ in range(200):
+            if not admin.exists(key):
+                break
+            await asyncio.sleep(0.005)
+    assert (await laggard.hit("k")).allowed  # the lag no longer counts
+
+
+async def test_a_lagging_clock_waits_the_whole_difference_on_the_memory_store(
+    make_clock: type[Clock],
+) -> None:
+    """The memory store expires keys on the limiter's own clock: a lagging caller waits the
+    whole difference."""
+    ahead, behind = make_clock(), make_clock()
+    behind.advance(-1_000_000)
+    store = rl.MemoryStore()
+    writer = rl.Limiter(rl.FixedWindow(1, 2), store=store, clock=ahead)
+    laggard = rl.Limiter(rl.FixedWindow(1, 2), store=store, clock=behind)
+    writer.hit("k")
+    assert laggard.hit("k").retry_after == 1_002.0
+    behind.advance(1_001_999)
+    assert not laggard.hit("k").allowed
+    behind.advance(1)
+    assert laggard.hit("k").allowed
