@@ -445,7 +445,9 @@ _OPTIONS_DOC = """
     each until its ``retry_after``, to answer floods without a store call (``reason="cached"``);
     by default 10,000 on remote stores and off on the memory store; 0 turns it off.
     ``on_event``: a callable receiving an :class:`~ratelimit.events.Event` for each decision
-    and each breaker change, for metrics (labels: kind, prefix, policy id; never the key).
+    and each breaker change, for metrics (labels: kind, prefix, policy id; never the key); an
+    ``async def`` one is run as a task by AsyncLimiter and refused by Limiter. The store's
+    breaker holds the limiter weakly: a dropped limiter is collected and hears no more.
 """
 
 

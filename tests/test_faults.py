@@ -679,3 +679,29 @@ async def test_a_redirected_probe_reports_to_the_breaker_that_admitted_it(
         assert target_breaker is not source_breaker and target_breaker is not None
         assert target_breaker.state == "closed"
         assert (await limiter.hit("user:probe")).reason is None
+
+
+async def test_a_cancelled_probe_frees_the_breaker_on_a_real_server(
+    server: Server, rigs: list[Rig]
+) -> None:
+    """The server hangs; the probe sent when the back-off ends is cancelled by
+    ``asyncio.wait_for`` and never reports. After ``probe_timeout`` the next check probes, and
+    the store decides again once the server is back."""
+    from ratelimit.breaker import CircuitBreaker
+
+    rig = Rig("async", server.url, ("allow",))
+    rigs.append(rig)
+    rig.store.breaker = CircuitBreaker(base=0.05, cap=0.2, jitter=0)  # probe_timeout: 0.2 s
+    limiter = rig.limiters["allow"] = Harness(rl.AsyncLimiter(LIMIT, store=rig.store))
+    assert (await limiter.hit("k")).reason is None
+    server.pause(0.4)
+    paused_at = time.perf_counter()
+    assert (await limiter.hit("k")).reason == "store_error"  # one timeout: the breaker opens
+    await asyncio.sleep(0.06)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(limiter.hit("k"), 0.01)  # the probe, cancelled
+    assert rig.store.breaker.state == "half_open"
+    await asyncio.sleep(max(0.0, paused_at + 0.4 - time.perf_counter()))
+    took, d = await rig.until_decided("allow", "k", time.perf_counter())
+    assert d.reason is None and rig.store.breaker.state == "closed"
+    assert took < 1.0, f"the store decided again only {took:.2f}s after the pause"
