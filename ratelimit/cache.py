@@ -36,7 +36,8 @@ class DeniedCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[str, tuple[int, int, int, Decision, tuple[_Part, ...]]] = (
+        # key -> (until_ms, cost, at_ms, reset_ms, decision, per-policy parts)
+        self._entries: OrderedDict[str, tuple[int, int, int, int, Decision, tuple[_Part, ...]]] = (
             OrderedDict()
         )
 
@@ -48,7 +49,7 @@ class DeniedCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        until, denied_cost, at, decision, parts = entry
+        until, denied_cost, at, reset, decision, parts = entry
         if now_ms >= until:
             self._entries.pop(key, None)
             return None
@@ -56,13 +57,13 @@ class DeniedCache:
             return None
         elapsed = now_ms - at
         details: tuple[Decision, ...] | None = None
-        if len(parts) > 1:
+        if parts:
             details = tuple(
                 Decision(
                     allowed,
                     limit,
                     remaining,
-                    max(reset - elapsed, 0) / 1000,
+                    (reset - elapsed if reset > elapsed else 0) / 1000,
                     0.0 if allowed else max(retry - elapsed, 0) / 1000,
                     policy,
                     (),
@@ -74,7 +75,7 @@ class DeniedCache:
             False,
             decision.limit,
             decision.remaining,
-            max(_ms(decision.reset_after) - elapsed, 0) / 1000,
+            (reset - elapsed if reset > elapsed else 0) / 1000,
             (until - now_ms) / 1000,
             decision.policy,
             details,
@@ -92,7 +93,8 @@ class DeniedCache:
                 for d in details
             )
         entries = self._entries
-        entries[key] = (now_ms + _ms(decision.retry_after), cost, now_ms, decision, parts)
+        until = now_ms + _ms(decision.retry_after)
+        entries[key] = (until, cost, now_ms, _ms(decision.reset_after), decision, parts)
         entries.move_to_end(key)
         while len(entries) > self.size:
             entries.popitem(last=False)

@@ -305,7 +305,8 @@ class _LimiterBase:
         denied = self._denied
         started = 0
         if denied is not None:
-            started = round(self._local() * 1000)
+            clock = self._clock  # self._local(), inlined: this is the flood's hot path
+            started = round((time.monotonic() if clock is None else clock()) * 1000)
             cached = denied.get(key, cost, started)
             if cached is not None:
                 if self._on_event is not None:
