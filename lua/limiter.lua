@@ -27,6 +27,8 @@
 --              When an override applied: allowed is 2/3 (1/0 plus 2), the policies are the
 --              override's, and its plan follows as five integers per policy (the code's byte,
 --              then the plan's four numbers).
+--              {-1} when an override needs an algorithm this script was built without:
+--              nothing was read or written; send the same call to the whole script.
 --              A cost above a policy's limit (only an override's can be: the limiter refuses
 --              such costs for its own) is denied, charges nothing, retry_after one period.
 --
@@ -81,8 +83,9 @@ local shaped, nshaped = {}, 0
 
 -- The plan to apply for one identifier: its override's, else `own` (a plan text) on the
 -- state keys `keys` (whose last is the identifier's override key). Returns the plan, its
--- state keys, and the override's plan as integers (nil without one). Every entry that checks
--- calls this: one GET of a key that is usually absent.
+-- state keys, and the override's plan as integers (nil without one); false when the override
+-- uses an algorithm this script was built without (an EVALSHA script holds only the limiter's
+-- own algorithms). Every entry that checks calls this: one GET of a key usually absent.
 local function resolve(keys, own)
   local override_key = keys[#keys]
   local text = redis.call('GET', override_key)
@@ -97,6 +100,9 @@ local function resolve(keys, own)
     end
     local suffixes, tail, seen = {}, {}, {}
     for at = 1, #words, 5 do
+      if not algorithms[words[at]] then
+        return false -- a script built without that algorithm (EVALSHA): the caller says so
+      end
       local suffix = words[at] .. words[at + 2]
       if words[at + 4] ~= '1' then
         suffix = suffix .. 't' .. words[at + 4]
@@ -157,6 +163,9 @@ local function check(keys, argv)
   local cost = tonumber(argv[2])
   local plan, tail
   plan, keys, tail = resolve(keys, argv[4]) -- overrides
+  if not plan then
+    return {-1} -- the client sends the same call to the script with every algorithm
+  end
   local n = #plan
   local reply = {1}
   local states, ticks = {}, {}

@@ -422,3 +422,29 @@ def test_overrides_admin_example_on_memory_and_on_two_workers_of_one_redis(
             await s.client.aclose()
 
     asyncio.run(on_redis())
+
+
+async def test_an_override_of_an_algorithm_the_limiter_lacks_on_the_script_path(
+    real_lane: Lane, clock: Clock
+) -> None:
+    """An EVALSHA script holds only the limiter's own algorithms: an override of another one
+    is sent once more to the script that has them all (never on FCALL, one library)."""
+    limiter = real_lane.limiter("10/minute", clock=clock)
+    await set_(real_lane, limiter, "k", rl.TokenBucket(2, 1, burst=3))
+    store = real_lane.store
+    sent: list[str] = []
+    send = store._send
+
+    def counted(command: list[Any]) -> Any:
+        sent.append(command[0])
+        return send(command)
+
+    store._send = counted
+    d = await limiter.hit("k")  # loads what this node lacks (EVAL once per script)
+    assert d.allowed and d.policy == rl.TokenBucket(2, 1, burst=3)
+    sent.clear()
+    d = await limiter.hit("k")
+    assert d.allowed and d.remaining == 1 and d.policy == rl.TokenBucket(2, 1, burst=3)
+    # the subset script answers {-1}, reading and writing nothing; then the whole one
+    assert sent == (["FCALL"] if store.functions else ["EVALSHA", "EVALSHA"]), sent
+    assert (await limiter.hit("j")).limit == 10

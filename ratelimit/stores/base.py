@@ -55,12 +55,15 @@ class Plan:
     ``lua/limiter.lua``, as text and as bytes) and, for the memory store, the Python twin's
     steps. Built once per limiter."""
 
-    __slots__ = ("periods_ms", "policies", "spec", "spec_bytes", "state_ids", "steps", "tail")
+    __slots__ = ("codes", "periods_ms", "policies", "spec", "spec_bytes", "state_ids", "steps",
+                 "tail")  # fmt: skip
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies: tuple[Policy, ...] = tuple(policies)
         self.spec: str = " ".join(a for p in self.policies for a in p._argv)
         self.spec_bytes: bytes = self.spec.encode()
+        #: the algorithm codes the plan uses, sorted, once each ("f", "ft"...)
+        self.codes: str = "".join(sorted({p._argv[0] for p in self.policies}))
         steps: list[Step] = []
         state_ids: list[str] = []
         tail: list[int] = []
@@ -178,8 +181,8 @@ class ScriptCalls:
     - ``FCALL <library>_check`` when :attr:`functions`, else ``EVALSHA``;
     - a server that does not know the function: one ``FUNCTION LOAD`` (REPLACE, the library
       being named after its text) and the ``FCALL`` again, three requests at most; one that
-      cannot load functions (no such command, no permission) makes the store use scripts
-      from then on, and the call goes once as ``EVAL``;
+      cannot call or load functions (no such command, no permission) makes the store use
+      scripts from then on, and the call goes once as ``EVAL``;
     - a server that does not know the script: the same call once as ``EVAL`` with the text;
     - no other error is resent (a hit is not idempotent); every error becomes a StoreError.
 
@@ -210,7 +213,18 @@ class ScriptCalls:
         self._texts = {lib.functions[e]: lib.scripts[e].text for e in lib.functions}
         self._texts.update({s.sha: s.text for s in lib.scripts.values()})
         self._check_function = lib.functions["check"]
-        self._check_sha = lib.scripts["check"].sha
+        self._library = lib
+        #: the check script's SHA1 by the algorithm codes of a plan (see Library.script_for)
+        self._check_shas: dict[str, str] = {}
+
+    def _check_sha(self, plan: Plan) -> str:
+        """The SHA1 of the check script with only ``plan``'s algorithms, made on first use."""
+        sha = self._check_shas.get(plan.codes)
+        if sha is None:
+            script = self._library.script_for("check", plan.codes)
+            self._texts[script.sha] = script.text
+            sha = self._check_shas[plan.codes] = script.sha
+        return sha
 
     def _entry_command(self, entry: str, keys: Sequence[str], argv: Sequence[Any]) -> Command:
         """A call of the entry point ``entry`` (see ``lua/limiter.lua``) as one command:
@@ -223,14 +237,21 @@ class ScriptCalls:
                  charge: bool) -> Command:  # fmt: skip
         """The ``check`` entry point as one command (as :meth:`_entry_command`, inlined: it
         runs on every check)."""
-        if self.binary_args:
-            argv: tuple[Any, ...] = (_NOW if now is None else now, cost, _CHARGE[charge],
-                                     plan.spec_bytes)  # fmt: skip
-        else:
-            argv = ("" if now is None else now, cost, "1" if charge else "0", plan.spec)
         if self.functions:
-            return ["FCALL", self._check_function, len(keys), *keys, *argv]
-        return ["EVALSHA", self._check_sha, len(keys), *keys, *argv]
+            head = ["FCALL", self._check_function, len(keys), *keys]
+        else:
+            head = ["EVALSHA", self._check_sha(plan), len(keys), *keys]
+        if self.binary_args:
+            head += (_NOW if now is None else now, cost, _CHARGE[charge], plan.spec_bytes)
+        else:
+            head += ("" if now is None else now, cost, "1" if charge else "0", plan.spec)
+        return head
+
+    def _whole(self, command: Command) -> Command:
+        """``command`` (a check by ``EVALSHA`` of a script holding only the limiter's
+        algorithms) sent to the script holding every algorithm: the one resend an override
+        with another algorithm costs on the script path (``{-1}`` in ``lua/limiter.lua``)."""
+        return [command[0], self._scripts["check"].sha, *command[2:]]
 
     def _override_command(self, key: str, plan: Plan | None, ttl_ms: int | None) -> Command:
         """``SET`` of an override (``plan``), or ``DEL`` when ``plan`` is None."""
@@ -260,7 +281,11 @@ class ScriptCalls:
         lowered = text.lower()
         if "function not found" in lowered:
             return "function"
-        if "unknown command" in lowered or "unknown subcommand" in lowered:
+        if (
+            "unknown command" in lowered
+            or "unknown subcommand" in lowered
+            or "no permissions" in lowered  # NOPERM: an ACL without it
+        ):
             return "command"
         return None
 
@@ -272,8 +297,10 @@ class ScriptCalls:
             if unknown == "function":
                 try:
                     yield ["FUNCTION", "LOAD", "REPLACE", self._library_text]
-                except self._reply_errors:
-                    pass  # cannot load functions here (refused, not permitted): use scripts
+                except self._reply_errors as refused:
+                    if self._unknown(refused) != "command":
+                        raise  # a passing state (busy, read-only): the next check tries again
+                    # this server cannot load functions (no such command, not permitted)
                 else:
                     return (yield command)
             self.functions = False
@@ -330,7 +357,11 @@ class ScriptStore(ScriptCalls, Store):
 
     def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                  charge: bool) -> Reply:  # fmt: skip
-        return self._call(self._command(plan, keys, now, cost, charge))
+        command = self._command(plan, keys, now, cost, charge)
+        reply = self._call(command)
+        if reply[0] < 0:  # an override with an algorithm this script lacks: the whole script
+            reply = self._call(self._whole(command))
+        return reply
 
     def _call(self, command: Command) -> Reply:
         """Run one entry-point call (:meth:`_entry_command`), with the one resend allowed.
@@ -386,7 +417,11 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
 
     async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                         charge: bool) -> Reply:  # fmt: skip
-        return await self._call(self._command(plan, keys, now, cost, charge))
+        command = self._command(plan, keys, now, cost, charge)
+        reply = await self._call(command)
+        if reply[0] < 0:  # as in ScriptStore.evaluate
+            reply = await self._call(self._whole(command))
+        return reply
 
     async def _call(self, command: Command) -> Reply:
         """As :meth:`ScriptStore._call`, awaiting the client."""
