@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from typing import Final, Literal
 
 from ratelimit._logging import logger
@@ -39,6 +40,9 @@ _ERROR_RETRY: Final = 1.0
 _KEY_CACHE: Final = 4096
 #: Denied keys a limiter on a remote store remembers by default.
 DENY_CACHE_SIZE: Final = 10_000
+# When the current check's store call started (perf_counter), set only for a limiter with an
+# on_event listener: per thread and per asyncio task, so concurrent checks never mix.
+_STARTED: ContextVar[float] = ContextVar("ratelimit_started", default=0.0)
 
 
 def identifier(key: str) -> str:
@@ -100,7 +104,7 @@ class _LimiterBase:
     denied keys and events. The two faces only differ in how they call the store."""
 
     __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_keys", "_on_error",
-                 "_on_event", "_per_node", "_plan", "_prefix", "_sleep", "_store",
+                 "_on_event", "_per_node", "_plan", "_prefix", "_shadow", "_sleep", "_store",
                  "_store_clock", "_suffixes")  # fmt: skip
 
     def __init__(
@@ -112,6 +116,7 @@ class _LimiterBase:
         clock: Callable[[], float] | None,
         deny_cache: int | None,
         on_event: Callable[[Event], object] | None,
+        shadow: bool = False,
     ) -> None:
         policies = _policies(limits)
         if not isinstance(prefix, str) or not prefix or _PREFIX_UNSAFE.search(prefix):
@@ -122,6 +127,13 @@ class _LimiterBase:
         if on_error not in ("allow", "deny", "raise"):
             raise ConfigurationError(
                 f"on_error must be 'allow', 'deny' or 'raise', got {on_error!r}"
+            )
+        if not isinstance(shadow, bool):
+            raise ConfigurationError(f"shadow must be True or False, got {shadow!r}")
+        if shadow and on_error != "allow":
+            raise ConfigurationError(
+                f"a shadow limiter never denies nor raises: on_error must be 'allow', "
+                f"got {on_error!r}"
             )
         if clock is not None and not callable(clock):
             raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
@@ -144,6 +156,7 @@ class _LimiterBase:
         self._sleep: Callable[[float], object] | None = None
         self._denied = DeniedCache(deny_cache) if deny_cache else None
         self._on_event = on_event
+        self._shadow = shadow
         self._breaker: CircuitBreaker | None = store.breaker
         # A cluster store keeps one breaker per master: one dead master must not take the
         # keys of the others down with it.
@@ -167,6 +180,11 @@ class _LimiterBase:
     def on_error(self) -> OnError:
         """What a store failure decides: ``"allow"``, ``"deny"`` or ``"raise"``."""
         return self._on_error
+
+    @property
+    def shadow(self) -> bool:
+        """True when the limiter decides and reports but never denies (``shadow=True``)."""
+        return self._shadow
 
     @property
     def breaker(self) -> CircuitBreaker | None:
@@ -221,12 +239,17 @@ class _LimiterBase:
         if denied is not None:
             cached = denied.get(key, cost, self._local())
             if cached is not None:
+                if self._shadow:
+                    cached = _shadowed(cached)
                 if self._on_event is not None:
-                    self._emit("cached", cached.policy)
+                    self._emit("shadow_denied" if self._shadow else "cached", cached.policy,
+                               None, cached)  # fmt: skip
                 return cached
         breaker = self._breaker_for(keys)
         if breaker is not None and not breaker.allow():
             return self._failed(None, breaker)
+        if self._on_event is not None:
+            _STARTED.set(time.perf_counter())
         return keys
 
     def _breaker_for(self, keys: list[str]) -> CircuitBreaker | None:
@@ -240,11 +263,17 @@ class _LimiterBase:
         if breaker is not None and breaker.state != "closed":
             breaker.success()
         decision = self._decide(reply)
-        denied = self._denied
-        if denied is not None and not decision.allowed:
-            denied.put(key, cost, decision, self._local())
+        kind: EventKind = "allowed"
+        if not decision.allowed:
+            kind = "denied"
+            denied = self._denied
+            if denied is not None:  # the real denial: _start shadows it again when it answers
+                denied.put(key, cost, decision, self._local())
+            if self._shadow:
+                decision, kind = _shadowed(decision), "shadow_denied"
         if self._on_event is not None:
-            self._emit("allowed" if decision.allowed else "denied", decision.policy)
+            self._emit(kind, decision.policy, None, decision,
+                       time.perf_counter() - _STARTED.get())  # fmt: skip
         return decision
 
     def _decide(self, reply: Reply) -> Decision:
@@ -272,7 +301,8 @@ class _LimiterBase:
         if error is not None and breaker is not None:
             breaker.failure(error)
         if self._on_event is not None:
-            self._emit("store_error", self._plan.policies[0], error)
+            took = None if error is None else time.perf_counter() - _STARTED.get()
+            self._emit("store_error", self._plan.policies[0], error, None, took)
         if self._on_error == "raise":
             if error is not None:
                 raise error
@@ -296,13 +326,13 @@ class _LimiterBase:
             self._denied.discard(key)
         return keys
 
-    def _emit(self, kind: EventKind, policy: Policy | None,
-              error: BaseException | None = None) -> None:  # fmt: skip
+    def _emit(self, kind: EventKind, policy: Policy | None, error: BaseException | None = None,
+              decision: Decision | None = None, duration: float | None = None) -> None:  # fmt: skip
         listener = self._on_event
         if listener is None:
             return
         try:
-            listener(Event(kind, self._prefix, policy, error))
+            listener(Event(kind, self._prefix, policy, error, decision, duration))
         except Exception:
             logger().exception("ratelimit: on_event listener failed")
 
@@ -318,6 +348,17 @@ class _LimiterBase:
     def __repr__(self) -> str:
         policies = ", ".join(map(repr, self._plan.policies))
         return f"{type(self).__name__}([{policies}], prefix={self._prefix!r})"
+
+
+def _shadowed(denial: Decision) -> Decision:
+    """What a shadow limiter answers for ``denial``: allowed, ``reason="shadow"``, with the
+    numbers enforcement reports; ``details`` keep enforcement's per-policy verdicts."""
+    details = tuple(
+        Decision(d.allowed, d.limit, d.remaining, d.reset_after, d.retry_after, d.policy)
+        for d in denial.details
+    )
+    return Decision(True, denial.limit, denial.remaining, denial.reset_after,
+                    denial.retry_after, denial.policy, details, "shadow")  # fmt: skip
 
 
 _OPTIONS_DOC = """
@@ -336,6 +377,10 @@ _OPTIONS_DOC = """
     by default 10,000 on remote stores and off on the memory store; 0 turns it off.
     ``on_event``: a callable receiving an :class:`~ratelimit.events.Event` for each decision
     and each breaker change, for metrics (labels: kind, prefix, policy id; never the key).
+    ``shadow=True`` decides, charges and reports as enforcement would, but never denies: a
+    would-be denial comes back ``allowed=True, reason="shadow"`` with enforcement's
+    ``remaining``, ``retry_after`` and ``reset_after``, charges nothing, and emits
+    ``"shadow_denied"``; ``wait`` never sleeps. It needs ``on_error="allow"``.
 """
 
 
@@ -368,6 +413,7 @@ class Limiter(_LimiterBase):
         clock: Callable[[], float] | None = None,
         deny_cache: int | None = None,
         on_event: Callable[[Event], object] | None = None,
+        shadow: bool = False,
     ) -> None:
         store = MemoryStore() if store is None else store
         if not isinstance(store, Store):
@@ -375,7 +421,7 @@ class Limiter(_LimiterBase):
                 f"Limiter needs a sync store (MemoryStore, RedisStore, UpstashStore), got "
                 f"{store!r}; use AsyncLimiter for async stores"
             )
-        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event)
+        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event, shadow)
         self._store = store
 
     @property
@@ -466,6 +512,7 @@ class AsyncLimiter(_LimiterBase):
         clock: Callable[[], float] | None = None,
         deny_cache: int | None = None,
         on_event: Callable[[Event], object] | None = None,
+        shadow: bool = False,
     ) -> None:
         store = MemoryStore() if store is None else store
         if not isinstance(store, AsyncStore):
@@ -473,7 +520,7 @@ class AsyncLimiter(_LimiterBase):
                 f"AsyncLimiter needs an async store (MemoryStore, AsyncRedisStore, "
                 f"AsyncUpstashStore), got {store!r}; use Limiter for sync stores"
             )
-        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event)
+        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event, shadow)
         self._store = store
 
     @property
