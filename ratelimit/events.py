@@ -34,9 +34,11 @@ class Event:
     - ``error``: the store's error for ``store_error`` and ``breaker_open``.
     - ``decision``: the Decision the check returned (None for breaker events and for a
       ``store_error``); its ``remaining`` and ``limit`` tell how near the limit a check was.
-    - ``duration``: seconds the store call took (``time.perf_counter``), for the events of a
-      check that called the store, a failed call included; None when no store call was made
-      (a cached denial, an open breaker, breaker events).
+    - ``duration``: seconds the store call took (``time.perf_counter``, a failed call
+      included), for the calls the limiter timed: every one at low traffic, one each
+      ``ratelimit.limiter.TIME_EVERY`` (10 ms) under load, so that timing costs nothing
+      measurable. None for the others and when no store call was made (a cached denial, an
+      open breaker, breaker events).
 
     The key itself is never part of an event: it would make a metric's label set unbounded
     and leak user identifiers into monitoring.

@@ -40,8 +40,11 @@ _ERROR_RETRY: Final = 1.0
 _KEY_CACHE: Final = 4096
 #: Denied keys a limiter on a remote store remembers by default.
 DENY_CACHE_SIZE: Final = 10_000
-# When the current check's store call started (perf_counter), set only for a limiter with an
-# on_event listener: per thread and per asyncio task, so concurrent checks never mix.
+#: Seconds between two store calls a limiter with an ``on_event`` listener times (for
+#: ``Event.duration``): every call at low traffic, about 100 a second at most under load.
+TIME_EVERY: float = 0.01
+# When the store call being timed started (perf_counter), or 0.0: per thread and per asyncio
+# task, so concurrent checks never mix. Set for timed calls only (a set costs a Token).
 _STARTED: ContextVar[float] = ContextVar("ratelimit_started", default=0.0)
 
 
@@ -105,7 +108,7 @@ class _LimiterBase:
 
     __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_keys", "_on_error",
                  "_on_event", "_per_node", "_plan", "_prefix", "_shadow", "_sleep", "_store",
-                 "_store_clock", "_suffixes")  # fmt: skip
+                 "_store_clock", "_suffixes", "_time_at")  # fmt: skip
 
     def __init__(
         self,
@@ -157,6 +160,7 @@ class _LimiterBase:
         self._denied = DeniedCache(deny_cache) if deny_cache else None
         self._on_event = on_event
         self._shadow = shadow
+        self._time_at = 0.0  # when to time the next store call (perf_counter)
         self._breaker: CircuitBreaker | None = store.breaker
         # A cluster store keeps one breaker per master: one dead master must not take the
         # keys of the others down with it.
@@ -249,7 +253,10 @@ class _LimiterBase:
         if breaker is not None and not breaker.allow():
             return self._failed(None, breaker)
         if self._on_event is not None:
-            _STARTED.set(time.perf_counter())
+            started = time.perf_counter()
+            if started >= self._time_at:
+                self._time_at = started + TIME_EVERY
+                _STARTED.set(started)
         return keys
 
     def _breaker_for(self, keys: list[str]) -> CircuitBreaker | None:
@@ -272,8 +279,7 @@ class _LimiterBase:
             if self._shadow:
                 decision, kind = _shadowed(decision), "shadow_denied"
         if self._on_event is not None:
-            self._emit(kind, decision.policy, None, decision,
-                       time.perf_counter() - _STARTED.get())  # fmt: skip
+            self._emit(kind, decision.policy, None, decision, _took())
         return decision
 
     def _decide(self, reply: Reply) -> Decision:
@@ -301,7 +307,7 @@ class _LimiterBase:
         if error is not None and breaker is not None:
             breaker.failure(error)
         if self._on_event is not None:
-            took = None if error is None else time.perf_counter() - _STARTED.get()
+            took = None if error is None else _took()
             self._emit("store_error", self._plan.policies[0], error, None, took)
         if self._on_error == "raise":
             if error is not None:
@@ -348,6 +354,15 @@ class _LimiterBase:
     def __repr__(self) -> str:
         policies = ", ".join(map(repr, self._plan.policies))
         return f"{type(self).__name__}([{policies}], prefix={self._prefix!r})"
+
+
+def _took() -> float | None:
+    """Seconds since the timed store call of this check started; None when it was not timed."""
+    started = _STARTED.get()
+    if not started:
+        return None
+    _STARTED.set(0.0)
+    return time.perf_counter() - started
 
 
 def _shadowed(denial: Decision) -> Decision:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 import ratelimit as rl
+import ratelimit.limiter
 from ratelimit.asgi import RateLimitMiddleware
 from ratelimit.events import Event
 from ratelimit.fastapi import RateLimit
@@ -148,7 +149,10 @@ def test_a_shadow_denial_charges_nothing_and_reports_enforcements_numbers(clock:
     assert events[2].decision is d
 
 
-def test_cached_denials_in_shadow_are_shadow_too(clock: Clock) -> None:
+def test_cached_denials_in_shadow_are_shadow_too(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit.limiter, "TIME_EVERY", 0.0)  # time every store call
     events: list[Event] = []
     limiter = rl.Limiter("1/minute", clock=clock, shadow=True, deny_cache=10,
                          on_event=events.append)  # fmt: skip
