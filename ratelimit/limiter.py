@@ -279,7 +279,8 @@ class _LimiterBase:
             if self._shadow:
                 decision, kind = _shadowed(decision), "shadow_denied"
         if self._on_event is not None:
-            self._emit(kind, decision.policy, None, decision, _took())
+            started = _STARTED.get()
+            self._emit(kind, decision.policy, None, decision, _took(started) if started else None)
         return decision
 
     def _decide(self, reply: Reply) -> Decision:
@@ -307,7 +308,8 @@ class _LimiterBase:
         if error is not None and breaker is not None:
             breaker.failure(error)
         if self._on_event is not None:
-            took = None if error is None else _took()
+            started = _STARTED.get()
+            took = _took(started) if started and error is not None else None
             self._emit("store_error", self._plan.policies[0], error, None, took)
         if self._on_error == "raise":
             if error is not None:
@@ -356,11 +358,8 @@ class _LimiterBase:
         return f"{type(self).__name__}([{policies}], prefix={self._prefix!r})"
 
 
-def _took() -> float | None:
-    """Seconds since the timed store call of this check started; None when it was not timed."""
-    started = _STARTED.get()
-    if not started:
-        return None
+def _took(started: float) -> float:
+    """Seconds since the timed store call of this check ``started``; forgets the start."""
     _STARTED.set(0.0)
     return time.perf_counter() - started
 

@@ -294,3 +294,15 @@ async def test_fastapi_answers_shadow_decisions_with_the_route(clock: Clock) -> 
         answers = [await client.get("/search") for _ in range(4)]
     assert [(r.status_code, r.json()) for r in answers] == [(200, {"found": "yes"})] * 4
     assert [ratelimit_remaining(r.headers["RateLimit"]) for r in answers] == [[1], [0], [0], [0]]
+
+
+def test_the_prometheus_example_counts_shadow_denials_as_checks(clock: Clock) -> None:
+    from examples import metrics as example
+
+    metrics = example.LimiterMetrics(prometheus=False)
+    limiter = rl.Limiter("1/minute", prefix="api", clock=clock, shadow=True, on_event=metrics)
+    limiter.hit("k")
+    limiter.hit("k")
+    policy = limiter.policies[0].id
+    assert metrics.counts == {("allowed", "api", policy): 1, ("shadow_denied", "api", policy): 1}
+    assert metrics.store_up == {}  # not taken for a breaker change
