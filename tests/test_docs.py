@@ -7,6 +7,8 @@
   ``redis://localhost:6379/0`` runs against the suite's real Redis server instead (the URL is
   replaced by the server's). A block preceded by ``<!-- not run: <reason> -->`` is skipped,
   and the reason must be given.
+- The README's links into the repository (``docs/...md#anchor``, images) resolve; the
+  site's own links are checked by the strict build.
 - The algorithm plot's numbers, from the real limiter, tell the story its page tells.
 """
 
@@ -201,6 +203,28 @@ def test_block_parser_skips_marked_and_nested_blocks(tmp_path: Path) -> None:
         ("markdown", None), ("python", "needs a service"), ("python", None), ("bash", None)
     ]  # fmt: skip
     assert [b.code for b in _runnable(page)] == ["x = 1\n"]
+
+
+_LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    """The anchor MkDocs' ``toc`` extension gives a heading."""
+    text = re.sub(r"[^\w\s-]", "", heading.replace("`", "")).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def test_readme_links_resolve() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = [m["target"] for m in _LINK.finditer(text) if "://" not in m["target"]]
+    assert any(link.startswith("docs/") for link in links)
+    for link in links:
+        path, _, anchor = link.partition("#")
+        target = ROOT / path
+        assert target.exists(), f"README links to a missing {link}"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(encoding="utf-8"), re.M)
+            assert anchor in {_slug(h) for h in headings}, f"README links to a missing {link}"
 
 
 def _plot_module() -> Any:
