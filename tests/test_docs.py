@@ -233,20 +233,54 @@ def test_readme_links_resolve() -> None:
             assert anchor in {_slug(h) for h in headings}, f"README links to a missing {link}"
 
 
-def _plot_module() -> Any:
-    path = DOCS / "_scripts" / "plot_algorithms.py"
-    spec = importlib.util.spec_from_file_location("plot_algorithms", path)
+def _script(name: str) -> Any:
+    path = DOCS / "_scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def test_reference_reads_rest_docstrings_as_markdown() -> None:
+    """docs/_scripts/griffe_rest.py: roles, literal blocks and simple tables of our
+    docstrings come out as Markdown in the API reference."""
+    text = (
+        "Uses :class:`Limiter` and :meth:`~ratelimit.Limiter.hit`::\n\n"
+        "    limiter.hit(key)\n\n"
+        "Settings:\n\n"
+        "=====  ==========\n"
+        "``A``  first line\n"
+        "       and more\n"
+        "``B``  b | c\n"
+        "=====  ==========\n\n"
+        "End."
+    )
+    assert _script("griffe_rest").markdown(text).split("\n") == [
+        "Uses `Limiter` and `ratelimit.Limiter.hit`:",
+        "",
+        "```python",
+        "limiter.hit(key)",
+        "```",
+        "",
+        "Settings:",
+        "",
+        "",
+        "|  |  |",
+        "| --- | --- |",
+        "| ``A`` | first line and more |",
+        "| ``B`` | b \\| c |",
+        "",
+        "",
+        "End.",
+    ]
+
+
 def test_algorithm_plot_tells_what_its_page_says() -> None:
     """docs/algorithms.md: the fixed window admits 19 within two seconds of its boundary, the
     sliding window never more than 10 in any 10 s of this traffic, the token bucket its burst
     and then one per second."""
-    plot = _plot_module()
+    plot = _script("plot_algorithms")
     outcome = plot.simulate()
     fixed = [t for t, ok in outcome["fixed window"] if ok]
     assert sum(1 for t in fixed if 9.0 <= t < 11.0) == 19
