@@ -138,6 +138,7 @@ def mkdocs_env() -> dict[str, str]:
 def _build(config: Path, site: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+        cwd=config.parent,
         capture_output=True,
         text=True,
         timeout=300,
