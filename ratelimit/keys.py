@@ -121,6 +121,9 @@ def request_view(request: object) -> RequestView:
     environ = getattr(request, "environ", None)
     if isinstance(environ, dict):
         return EnvironView(environ)
+    meta = getattr(request, "META", None)  # any Django HttpRequest: META is environ-shaped
+    if isinstance(meta, dict):
+        return EnvironView(meta)
     raise TypeError(
         f"cannot read a request from {request!r}: pass an ASGI scope, a WSGI environ, or a "
         "Starlette, FastAPI, Flask or Werkzeug request"
