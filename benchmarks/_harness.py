@@ -77,6 +77,15 @@ class Result:
     name: str
     round_ops: list[float] = field(default_factory=list)  # calls per second, one per round
     samples_ns: list[int] = field(default_factory=list)  # every timed call
+    # what a probe counted over the timed batches (CPU seconds, server counters), summed
+    totals: dict[str, float] = field(default_factory=dict)
+    timed_calls: int = 0
+
+    def per_call(self, name: str, scale: float = 1.0) -> float | None:
+        """``totals[name]`` per timed call, times ``scale``; None when nothing was probed."""
+        if name not in self.totals or not self.timed_calls:
+            return None
+        return self.totals[name] * scale / self.timed_calls
 
     @property
     def ops(self) -> float:
@@ -133,6 +142,7 @@ def interleave(
     rounds: int = 7,
     seconds: float = 0.5,
     warmup: float = 0.1,
+    probe: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, Result]:
     """Times every contender in ``rounds`` rounds, interleaved; in each round a contender
     calls its function on ``args`` (cycling through them) for ``seconds``.
@@ -143,6 +153,10 @@ def interleave(
     connections open, caches warm). The garbage collector runs between batches, and within
     them only when the contender's own allocations trigger it. The whole call takes about
     ``len(contenders) * (rounds * seconds + warmup)`` seconds.
+
+    ``probe``, when given, returns cumulative counters (CPU seconds of this process and of
+    the server, a server's command statistics...); it is read just before and just after each
+    timed batch, and each contender's :attr:`Result.totals` sums the differences.
     """
     names = list(contenders)
     for name in names:
@@ -153,7 +167,13 @@ def interleave(
         for name in order:
             gc.collect()
             result = results[name]
+            before = probe() if probe is not None else None
             calls, elapsed = _batch(contenders[name], args, seconds, result.samples_ns)
+            if before is not None and probe is not None:
+                after = probe()
+                for key, value in after.items():
+                    result.totals[key] = result.totals.get(key, 0.0) + value - before.get(key, 0.0)
+            result.timed_calls += calls
             result.round_ops.append(calls * 1e9 / elapsed)
     return results
 
@@ -459,3 +479,18 @@ def import_time_us(module: str, runs: int = 7, cwd: str | None = None) -> dict[s
         done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=True)
         values.append(_cumulative_us(done.stderr, module))
     return {"median_us": median(values), "runs_us": values}
+
+
+# --- CPU time ---------------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far, from ``/proc/<pid>/stat`` (all its
+    threads); None where /proc cannot tell. Resolution: one clock tick (usually 10 ms)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # after "pid (comm)": state is field 3, utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,9 +1,21 @@
--- common.lua: helpers shared by the algorithm files. Loaded first; the loader joins
--- common.lua, fixed_window.lua, sliding_window.lua, token_bucket.lua and limiter.lua into the
--- one script that Redis runs (see limiter.lua for its KEYS, ARGV and reply).
+-- common.lua: what the algorithm files and the driver share. The loader (ratelimit/scripts.py)
+-- joins common.lua, the algorithm files and limiter.lua, in that order, into one Lua chunk:
+-- loaded once as a Redis function library (FUNCTION LOAD, then FCALL), or sent as one script
+-- per entry point (EVALSHA) where the server or the client has no functions. See limiter.lua.
 --
--- Units: every number is an integer (milliseconds, counts, token units) below 2^53, so a
--- double holds it exactly. Policies refuse numbers that could leave that range.
+-- Units: every number is an integer below 2^53, so a double holds it exactly. Time is counted
+-- in the policy's unit: milliseconds, or a coarser unit (10 ms, 100 ms, ... see `tick`) for
+-- large quotas whose products in milliseconds would leave 2^53. Policies refuse numbers that
+-- could leave that range in their unit.
+
+-- Algorithms by their one-letter code ("f", "s", "t"): each algorithm file adds its module,
+-- a table of load, report and charge (see fixed_window.lua).
+local algorithms = {}
+
+-- The time unit of the policy being checked, set by the driver before each policy's calls:
+-- `unit` milliseconds per tick, and `off` the milliseconds of `now` past the start of its tick.
+-- write_state turns a TTL in ticks into milliseconds with it.
+local tick = {unit = 1, off = 0}
 
 -- floor(a / b) for integers a and b > 0, exact even where the double quotient a / b rounds.
 local function floor_div(a, b)
@@ -42,9 +54,10 @@ local function read_state(key, fields)
   return nil
 end
 
--- Writes a key's state (two or three integers) with a TTL in milliseconds (at least 1);
--- returns the TTL.
+-- Writes a key's state (two or three integers) with a TTL of `ttl` ticks; returns the TTL in
+-- milliseconds (at least 1), which is also the policy's reset_after.
 local function write_state(key, ttl, a, b, c)
+  ttl = ttl * tick.unit - tick.off
   if ttl < 1 then
     ttl = 1
   end

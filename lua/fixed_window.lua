@@ -1,15 +1,17 @@
 -- fixed_window.lua: a fixed window that opens at the key's first hit.
 --
--- Key (one per policy): "start count": the window opened at `start` (ms) and `count` units
+-- Key (one per policy): "start count": the window opened at `start` (tick) and `count` units
 -- were spent in it. TTL: until the window closes; an expired key and a closed window are the
 -- same thing, so the TTL is garbage collection only.
--- Policy ARGV: limit (units per window), period (ms), rate (unused, 0).
+-- Policy ARGV: limit (units per window), period (ticks), rate (unused, 0). `now` and every
+-- time below are in ticks (see common.lua); the driver turns replies into milliseconds.
 --
 -- load(key, now, limit, period, rate)            -> state {start, count}
--- report(s, now, limit, period, rate, cost)      -> allowed (1/0), remaining, reset_after_ms,
---                                                   retry_after_ms (for `cost`), read-only
--- charge(s, key, now, limit, period, rate, cost) -> ttl_ms: spends `cost` and writes the key;
---                                                   the TTL is also reset_after_ms after it
+-- report(s, now, limit, period, rate, cost)      -> allowed (1/0), remaining, reset_after,
+--                                                   retry_after (for `cost`), ticks, read-only
+-- charge(s, key, now, limit, period, rate, cost) -> ttl_ms: spends `cost` and writes the key
+--                                                   (write_state); the TTL in milliseconds is
+--                                                   also reset_after after the charge
 local fixed_window = {}
 
 function fixed_window.load(key, now, limit, period, rate)
@@ -36,3 +38,5 @@ function fixed_window.charge(s, key, now, limit, period, rate, cost)
   s[2] = s[2] + cost
   return write_state(key, s[1] + period - now, s[1], s[2])
 end
+
+algorithms['f'] = fixed_window

@@ -1,49 +1,121 @@
--- limiter.lua: checks every policy of one limiter for one identifier, and charges all of them
--- or none, in one atomic call. Runs after common.lua and the three algorithm files.
+-- limiter.lua: the driver. Its entry points check every policy of one limiter for one
+-- identifier and charge all of them or none, in one atomic call. Runs after common.lua and
+-- the algorithm files.
 --
--- KEYS[i]      state key of policy i; all keys of one call share one hash tag ({identifier})
--- ARGV[1]      now, integer milliseconds, or "" to read the server's TIME
--- ARGV[2]      cost, an integer >= 0; 0 only looks
--- ARGV[3]      "1": charge every policy when all of them allow; "0": only look (peek)
--- ARGV[4i .. 4i+3]  policy i: algorithm ("f" fixed window, "s" sliding window, "t" token
---              bucket), limit (burst for a bucket), period (ms), rate (bucket only, else 0)
+-- How the pieces fit (and how to add to them):
+-- * An algorithm is one file defining a table with load, report and charge (see
+--   fixed_window.lua) that ends with `algorithms['<code>'] = <table>`. List the file in
+--   ratelimit/scripts.py (LUA_FILES, before this one); the policy passes its code in ARGV.
+-- * An entry point is one `local function <name>(keys, argv)` below, listed in `entries`.
+--   The loader registers every entry as the Redis function `<library>_<name>` (FCALL) and
+--   builds one script per entry, `return entries.<name>(KEYS, ARGV)` (EVALSHA), so both paths
+--   run the same code. Entries take KEYS and ARGV as arguments, never the globals.
+--
+-- check(keys, argv):
+-- keys[i]      state key of policy i; all keys of one call share one hash tag ({identifier})
+-- argv[1]      now, integer milliseconds, or "" to read the server's TIME
+-- argv[2]      cost, an integer >= 0; 0 only looks
+-- argv[3]      "1": charge every policy when all of them allow; "0": only look (peek)
+-- argv[4]      the plan: five words per policy, in the order of keys, separated by spaces:
+--              algorithm code ("f" fixed window, "s" sliding window, "t" token bucket),
+--              limit (burst for a bucket), period (ticks), rate (bucket only, else 0), unit
+--              (milliseconds per tick: 1, or coarser for large quotas)
 -- Returns      {allowed, then for each policy i: allowed_i, remaining_i, reset_after_ms_i,
 --              retry_after_ms_i}, all integers, allowed as 1/0. After a charge, remaining and
 --              reset_after describe the state after it; otherwise the state as found.
-local now = ARGV[1]
-if now == '' then
-  local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-else
-  now = tonumber(now)
-end
-local cost = tonumber(ARGV[2])
-local algorithms = {f = fixed_window, s = sliding_window, t = token_bucket}
 
-local reply = {1}
-local states, policies = {}, {}
-for i = 1, #KEYS do
-  local at = 4 * i
-  local algorithm = algorithms[ARGV[at]]
-  local limit, period, rate = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  local s = algorithm.load(KEYS[i], now, limit, period, rate)
-  local allowed, remaining, reset, retry = algorithm.report(s, now, limit, period, rate, cost)
-  states[i], policies[i] = s, {algorithm, limit, period, rate}
-  if allowed == 0 then
-    reply[1] = 0
+-- Plans read so far, by their text. A function library keeps this table between calls, so
+-- a limiter's plan is read once per server, not once per call; a script starts afresh.
+local plans, planned = {}, 0
+
+-- The plan `text` as a list of policies {algorithm, limit, period, rate, unit}.
+local function read_plan(text)
+  local plan = plans[text]
+  if plan then
+    return plan
   end
-  local r = 4 * i - 2
-  reply[r], reply[r + 1], reply[r + 2], reply[r + 3] = allowed, remaining, reset, retry
+  plan = {}
+  local words = {}
+  for word in string.gmatch(text, '%S+') do
+    words[#words + 1] = word
+  end
+  for at = 1, #words, 5 do
+    local algorithm = algorithms[words[at]]
+    if not algorithm then
+      error('ratelimit: unknown algorithm ' .. tostring(words[at]))
+    end
+    plan[#plan + 1] = {algorithm, tonumber(words[at + 1]), tonumber(words[at + 2]),
+                       tonumber(words[at + 3]), tonumber(words[at + 4])}
+  end
+  if planned >= 1000 then -- bounded: a flood of distinct plans starts the table over
+    plans, planned = {}, 0
+  end
+  plans[text], planned = plan, planned + 1
+  return plan
 end
 
-if reply[1] == 1 and cost > 0 and ARGV[3] == '1' then
-  -- charge every policy; after a charge, remaining drops by the cost and the key's TTL is
-  -- exactly the time back to full capacity
-  for i = 1, #KEYS do
-    local p = policies[i]
+-- `now` in milliseconds: argv[1], or the server's TIME when it is "".
+local function now_ms(argv)
+  local now = argv[1]
+  if now == '' then
+    local time = redis.call('TIME')
+    return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  end
+  return tonumber(now)
+end
+
+local function check(keys, argv)
+  local now = now_ms(argv)
+  local cost = tonumber(argv[2])
+  local plan = read_plan(argv[4])
+  local n = #keys
+  local reply = {1}
+  local states, ticks = {}, {}
+  for i = 1, n do
+    local p = plan[i]
+    local algorithm, limit, period, rate, unit = p[1], p[2], p[3], p[4], p[5]
+    local t, off = now, 0
+    if unit ~= 1 then
+      t = floor_div(now, unit)
+      off = now - t * unit
+    end
+    local s = algorithm.load(keys[i], t, limit, period, rate)
+    local allowed, remaining, reset, retry = algorithm.report(s, t, limit, period, rate, cost)
+    if unit ~= 1 then -- ticks to milliseconds, counted from `now`
+      if reset > 0 then
+        reset = reset * unit - off
+      end
+      if retry > 0 then
+        retry = retry * unit - off
+      end
+      ticks[i] = {t, off}
+    end
+    states[i] = s
+    if allowed == 0 then
+      reply[1] = 0
+    end
     local r = 4 * i - 2
-    reply[r + 2] = p[1].charge(states[i], KEYS[i], now, p[2], p[3], p[4], cost)
-    reply[r + 1] = reply[r + 1] - cost
+    reply[r], reply[r + 1], reply[r + 2], reply[r + 3] = allowed, remaining, reset, retry
   end
+
+  if reply[1] == 1 and cost > 0 and argv[3] == '1' then
+    -- charge every policy; after a charge, remaining drops by the cost and the key's TTL is
+    -- exactly the time back to full capacity
+    for i = 1, n do
+      local p = plan[i]
+      local r = 4 * i - 2
+      local t = now
+      local tk = ticks[i]
+      if tk then
+        t, tick.unit, tick.off = tk[1], p[5], tk[2]
+      else
+        tick.unit, tick.off = 1, 0
+      end
+      reply[r + 2] = p[1].charge(states[i], keys[i], t, p[2], p[3], p[4], cost)
+      reply[r + 1] = reply[r + 1] - cost
+    end
+  end
+  return reply
 end
-return reply
+
+local entries = {check = check}

@@ -1,12 +1,12 @@
 -- sliding_window.lua: the weighted two-window counter.
 --
--- Key (one per policy): "start prev cur": the current window opened at `start` (ms); `cur`
+-- Key (one per policy): "start prev cur": the current window opened at `start` (tick); `cur`
 -- units were spent in it and `prev` in the window before. Windows follow each other from the
 -- key's first hit. A request of `cost` is admitted iff, with `e` = now - start,
 --     prev * (period - e) + (cur + cost) * period <= limit * period
 -- compared exactly in integers: the previous window's weight is never rounded.
 -- TTL: until both windows have slid out (start + 2 * period while cur > 0).
--- Policy ARGV: limit, period (ms), rate (unused, 0).
+-- Policy ARGV: limit, period (ticks), rate (unused, 0).
 --
 -- load / report / charge: as in fixed_window.lua (charge returns the TTL = reset_after).
 local sliding_window = {}
@@ -65,3 +65,5 @@ function sliding_window.charge(s, key, now, limit, period, rate, cost)
   s[3] = s[3] + cost
   return write_state(key, s[1] + 2 * period - now, s[1], s[2], s[3])
 end
+
+algorithms['s'] = sliding_window

@@ -1,11 +1,11 @@
 -- token_bucket.lua: a bucket refilled continuously, exactly.
 --
--- Units: one token is `period` units and the bucket gains `rate` units per millisecond, so
+-- Units: one token is `period` units and the bucket gains `rate` units per tick, so
 -- `rate` tokens per `period` refill with no rounding at all. A bucket holds `limit` (the
 -- burst) tokens, that is `limit * period` units.
--- Key (one per policy): "level ts": `level` units held at `ts` (ms). A missing key is a full
+-- Key (one per policy): "level ts": `level` units held at `ts` (tick). A missing key is a full
 -- bucket. TTL: until the bucket is full again.
--- Policy ARGV: limit (burst, tokens), period (ms), rate (tokens per period).
+-- Policy ARGV: limit (burst, tokens), period (ticks), rate (tokens per period).
 --
 -- load / report / charge: as in fixed_window.lua (charge returns the TTL = reset_after).
 local token_bucket = {}
@@ -46,3 +46,5 @@ function token_bucket.charge(s, key, now, limit, period, rate, cost)
   s[1] = s[1] - cost * period
   return write_state(key, s[2] - now + ceil_div(limit * period - s[1], rate), s[1], s[2])
 end
+
+algorithms['t'] = token_bucket

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Final, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from ratelimit._logging import logger
 from ratelimit.breaker import CircuitBreaker
@@ -22,9 +22,15 @@ from ratelimit.policies import Policy, parse
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
 from ratelimit.stores.memory import MemoryStore
 
+if TYPE_CHECKING:
+    import asyncio
+
 __all__ = ["AsyncLimiter", "Limiter"]
 
 OnError = Literal["allow", "deny", "raise"]
+# A call the breaker let through: the store keys, the breaker that admitted it, its ticket,
+# and the local clock's milliseconds when the check started (0 without a cache of denials).
+_Admitted = tuple[list[str], CircuitBreaker | None, int, int]
 Limits = str | Policy | Iterable[str | Policy]
 
 #: Identifiers longer than this are hashed, so a key stays short whatever the caller sends.
@@ -68,6 +74,78 @@ def identifier(key: str) -> str:
     return "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def check_timeout(timeout: object) -> float | None:
+    """``timeout`` of a wait, checked: None or a non-negative int or float (``inf``: None).
+
+    Raises ConfigurationError for anything else (NaN, a bool or text included).
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ConfigurationError(
+            f"timeout must be None or a non-negative number of seconds, got {timeout!r}"
+        )
+    return None if timeout == float("inf") else timeout
+
+
+def deadline_of(timeout: float | None) -> float | None:
+    """The ``time.monotonic()`` instant a wait of ``timeout`` real seconds ends (None: never).
+    Raises ConfigurationError as :func:`check_timeout` does."""
+    seconds = check_timeout(timeout)
+    return None if seconds is None else time.monotonic() + seconds
+
+
+def is_async_callable(function: object) -> bool:
+    """True for an ``async def`` function, a ``functools.partial`` of one, or an object whose
+    ``__call__`` is one."""
+    import inspect
+
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004
+    )
+
+
+def _listener(on_event: object, is_async: bool) -> Callable[[Event], object]:
+    """``on_event`` as a limiter calls it. An async listener (``async def``, or an object
+    whose ``__call__`` is one) is run as a task of the running event loop on an AsyncLimiter,
+    each event once; on a sync Limiter nothing would ever await it, so it is refused. Raises
+    ConfigurationError for a non-callable or an async listener on a sync limiter."""
+    if not callable(on_event):
+        raise ConfigurationError(f"on_event must be a callable, got {on_event!r}")
+    if not is_async_callable(on_event):
+        return on_event
+    if not is_async:
+        raise ConfigurationError(
+            f"on_event {on_event!r} is async: a sync Limiter cannot await it; give it a plain "
+            "function, or use an AsyncLimiter"
+        )
+    listener: Callable[[Event], Awaitable[object]] = on_event
+    running: set[object] = set()  # the loop keeps only weak references to its tasks
+
+    def done(task: asyncio.Task[object]) -> None:
+        running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger().error("ratelimit: on_event listener failed", exc_info=task.exception())
+
+    def emit(event: Event) -> None:
+        import asyncio
+
+        coroutine = listener(event)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # an event outside any loop: nothing could ever await it
+            close = getattr(coroutine, "close", None)
+            if close is not None:
+                close()
+            logger().warning("ratelimit: async on_event listener called outside an event loop")
+            return
+        task: asyncio.Task[object] = loop.create_task(coroutine)  # type: ignore[arg-type]
+        running.add(task)
+        task.add_done_callback(done)
+
+    return emit
+
+
 def _policies(limits: Limits) -> tuple[Policy, ...]:
     items: Iterable[str | Policy] = [limits] if isinstance(limits, (str, Policy)) else limits
     try:
@@ -99,9 +177,11 @@ class _LimiterBase:
     cost checks, the store's reply as a Decision, the failure policy, the breaker, the cache of
     denied keys and events. The two faces only differ in how they call the store."""
 
-    __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_keys", "_on_error",
-                 "_on_event", "_per_node", "_plan", "_prefix", "_sleep", "_store",
+    __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_keys",
+                 "_on_error", "_on_event", "_per_node", "_plan", "_prefix", "_sleep", "_store",
                  "_store_clock", "_suffixes")  # fmt: skip
+    #: True for the face that runs on an event loop (an async on_event listener is awaited).
+    _awaits: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -125,8 +205,8 @@ class _LimiterBase:
             )
         if clock is not None and not callable(clock):
             raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
-        if on_event is not None and not callable(on_event):
-            raise ConfigurationError(f"on_event must be a callable, got {on_event!r}")
+        if on_event is not None:
+            on_event = _listener(on_event, self._awaits)
         if deny_cache is None:
             deny_cache = 0 if store.needs_clock else DENY_CACHE_SIZE
         if isinstance(deny_cache, bool) or not isinstance(deny_cache, int) or deny_cache < 0:
@@ -151,6 +231,8 @@ class _LimiterBase:
             store.breaker_for if self._breaker is not None and store.per_node_breakers else None
         )
         if on_event is not None and self._breaker is not None:
+            # held weakly by the breaker: a limiter that is dropped is collected and hears no
+            # more outages
             self._breaker.subscribe(self._breaker_event)
 
     @property
@@ -212,37 +294,55 @@ class _LimiterBase:
             "such a hit would be denied forever"
         )
 
-    def _start(self, key: str, cost: int) -> Decision | list[str]:
+    def _start(self, key: str, cost: int) -> Decision | _Admitted:
         """Before a store call: a Decision when none is needed (a cached denial, or the
-        breaker is open), else the store keys. Raises ConfigurationError for bad input."""
+        breaker is open), else the store keys, the breaker that admitted the call and its
+        ticket. The breaker is resolved here once per check and carried to :meth:`_finish` or
+        :meth:`_failed`: a cluster slot that moves meanwhile must not make the call report to
+        another node's breaker. Raises ConfigurationError for bad input."""
         self._check_cost(cost)
         keys = self.keys(key)
         denied = self._denied
+        started = 0
         if denied is not None:
-            cached = denied.get(key, cost, self._local())
+            clock = self._clock  # self._local(), inlined: this is the flood's hot path
+            started = round((time.monotonic() if clock is None else clock()) * 1000)
+            cached = denied.get(key, cost, started)
             if cached is not None:
                 if self._on_event is not None:
                     self._emit("cached", cached.policy)
                 return cached
+        return self._admit(keys, started)
+
+    def _admit(self, keys: list[str], started: int = 0) -> Decision | _Admitted:
+        """The breaker's word on a call for ``keys``: ``(keys, breaker, ticket, started)``
+        when it may go to the store, else the on_error Decision."""
         breaker = self._breaker_for(keys)
-        if breaker is not None and not breaker.allow():
+        if breaker is None:
+            return keys, None, 0, started
+        ticket = breaker.admit()
+        if ticket is None:
             return self._failed(None, breaker)
-        return keys
+        return keys, breaker, ticket, started
 
     def _breaker_for(self, keys: list[str]) -> CircuitBreaker | None:
         """The breaker that guards the store call for ``keys``."""
         return self._breaker if self._per_node is None else self._per_node(keys)
 
-    def _finish(self, key: str, cost: int, reply: Reply, keys: list[str]) -> Decision:
-        """After a store call that answered: the Decision, with the breaker, cache and events
-        told."""
-        breaker = self._breaker_for(keys)
+    def _finish(self, key: str, cost: int, reply: Reply, breaker: CircuitBreaker | None,
+                ticket: int, started: int) -> Decision:  # fmt: skip
+        """After a store call that answered: the Decision, with the breaker that admitted the
+        call (and its ticket), the cache (the call started at ``started`` local milliseconds)
+        and events told."""
         if breaker is not None and breaker.state != "closed":
-            breaker.success()
+            breaker.success(ticket)
         decision = self._decide(reply)
         denied = self._denied
-        if denied is not None and not decision.allowed:
-            denied.put(key, cost, decision, self._local())
+        if denied is not None:
+            if decision.allowed:
+                denied.allowed(key, cost)
+            else:
+                denied.put(key, cost, decision, started)
         if self._on_event is not None:
             self._emit("allowed" if decision.allowed else "denied", decision.policy)
         return decision
@@ -266,11 +366,16 @@ class _LimiterBase:
         return Decision(allowed, policy.limit, reply[best + 1], reply[best + 2] / 1000,
                         reply[best + 3] / 1000, policy, None, None, (policies, reply))  # fmt: skip
 
-    def _failed(self, error: StoreError | None, breaker: CircuitBreaker | None) -> Decision:
-        """The decision ``on_error`` makes when the store failed (``error``) or ``breaker``
-        kept the call from it (None). Raises StoreError for ``"raise"``."""
+    def _failed(self, error: StoreError | None, breaker: CircuitBreaker | None,
+                ticket: int | None = None) -> Decision:  # fmt: skip
+        """The decision ``on_error`` makes when the store failed (``error``, on the call that
+        ``breaker`` admitted with ``ticket``) or ``breaker`` kept the call from it (None).
+        Raises StoreError for ``"raise"``."""
         if error is not None and breaker is not None:
-            breaker.failure(error)
+            if error.outage:
+                breaker.failure(error, ticket)
+            else:  # the store answered (a slot moving): it is up, this check just failed
+                breaker.success(ticket)
         if self._on_event is not None:
             self._emit("store_error", self._plan.policies[0], error)
         if self._on_error == "raise":
@@ -289,6 +394,11 @@ class _LimiterBase:
         )
         policy = self._plan.policies[0]
         return Decision(allowed, policy.limit, 0, 0.0, retry, policy, details, "store_error")
+
+    @staticmethod
+    def _finish_reset(breaker: CircuitBreaker | None, ticket: int) -> None:
+        if breaker is not None and breaker.state != "closed":
+            breaker.success(ticket)
 
     def _forget(self, key: str) -> list[str]:
         keys = self.keys(key)
@@ -310,10 +420,11 @@ class _LimiterBase:
         kind: EventKind = "breaker_open" if event == "open" else "breaker_closed"
         self._emit(kind, None, breaker.last_error if event == "open" else None)
 
-    def _timed_out(self, decision: Decision, deadline: float | None) -> bool:
+    @staticmethod
+    def _timed_out(decision: Decision, deadline: float | None) -> bool:
         if deadline is None:
             return False
-        return self._local() + decision.retry_after > deadline
+        return time.monotonic() + decision.retry_after > deadline
 
     def __repr__(self) -> str:
         policies = ", ".join(map(repr, self._plan.policies))
@@ -335,7 +446,9 @@ _OPTIONS_DOC = """
     each until its ``retry_after``, to answer floods without a store call (``reason="cached"``);
     by default 10,000 on remote stores and off on the memory store; 0 turns it off.
     ``on_event``: a callable receiving an :class:`~ratelimit.events.Event` for each decision
-    and each breaker change, for metrics (labels: kind, prefix, policy id; never the key).
+    and each breaker change, for metrics (labels: kind, prefix, policy id; never the key); an
+    ``async def`` one is run as a task by AsyncLimiter and refused by Limiter. The store's
+    breaker holds the limiter weakly: a dropped limiter is collected and hears no more.
 """
 
 
@@ -391,45 +504,56 @@ class Limiter(_LimiterBase):
         or more than a policy can ever hold); StoreError when the store failed and
         ``on_error="raise"``.
         """
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return keys  # type: ignore[return-value]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return started  # type: ignore[return-value]
+        keys, breaker, ticket, at = started
         try:
             reply = self._store.evaluate(self._plan, keys, self._now(), cost, True)
         except StoreError as error:
-            return self._failed(error, self._breaker_for(keys))
-        return self._finish(key, cost, reply, keys)
+            return self._failed(error, breaker, ticket)
+        return self._finish(key, cost, reply, breaker, ticket, at)
 
     def peek(self, key: str, cost: int = 1) -> Decision:
         """The Decision a hit of ``cost`` would get now, charging nothing; ``remaining`` is
         what is there now. Blocks and raises as :meth:`hit` does."""
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return keys  # type: ignore[return-value]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return started  # type: ignore[return-value]
+        keys, breaker, ticket, at = started
         try:
             reply = self._store.evaluate(self._plan, keys, self._now(), cost, False)
         except StoreError as error:
-            return self._failed(error, self._breaker_for(keys))
-        return self._finish(key, cost, reply, keys)
+            return self._failed(error, breaker, ticket)
+        return self._finish(key, cost, reply, breaker, ticket, at)
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s state in every policy (deletes its exact store keys) and its
-        cached denial. Blocks on one store call. Raises StoreError when the store failed and
-        ``on_error="raise"``; otherwise a failed reset is logged by the breaker and ignored."""
-        keys = self._forget(key)
+        cached denial. Blocks on one store call, none while the store's breaker is open (the
+        reset is then not done, as when it fails). Raises StoreError when the store failed, or
+        its breaker is open, and ``on_error="raise"``; otherwise a failed reset is logged by
+        the breaker and ignored."""
+        started = self._admit(self._forget(key))
+        if type(started) is not tuple:
+            return  # the breaker is open: on_error decided, no timeout spent
+        keys, breaker, ticket, _ = started
         try:
             self._store.delete(keys)
         except StoreError as error:
-            self._failed(error, self._breaker_for(keys))
+            self._failed(error, breaker, ticket)
+        else:
+            self._finish_reset(breaker, ticket)
 
     def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
         """Sleep until ``cost`` is allowed for ``key``, then spend it and return the Decision.
 
-        Blocks the thread (``time.sleep``) for at most ``timeout`` seconds (None: as long as it
+        Blocks the thread (``time.sleep``) for at most ``timeout`` seconds of real time
+        (``time.monotonic``, whatever the limiter's ``clock``; None or ``inf``: as long as it
         takes). Raises RateLimitExceeded, carrying the last Decision, as soon as the wait would
-        pass the timeout; ConfigurationError and StoreError as :meth:`hit` does.
+        pass the timeout; ConfigurationError for a timeout that is not a non-negative number
+        (NaN included), and as :meth:`hit` does; StoreError as :meth:`hit` does.
         """
-        deadline = None if timeout is None else self._local() + timeout
+        deadline = deadline_of(timeout)
         sleep = self._sleep or time.sleep
         while True:
             decision = self.hit(key, cost)
@@ -455,6 +579,7 @@ class AsyncLimiter(_LimiterBase):
 
     __slots__ = ()
     _store: AsyncStore
+    _awaits = True
 
     def __init__(
         self,
@@ -483,38 +608,45 @@ class AsyncLimiter(_LimiterBase):
 
     async def hit(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.hit`, awaiting the store."""
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return keys  # type: ignore[return-value]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return started  # type: ignore[return-value]
+        keys, breaker, ticket, at = started
         try:
             reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, True)
         except StoreError as error:
-            return self._failed(error, self._breaker_for(keys))
-        return self._finish(key, cost, reply, keys)
+            return self._failed(error, breaker, ticket)
+        return self._finish(key, cost, reply, breaker, ticket, at)
 
     async def peek(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.peek`, awaiting the store."""
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return keys  # type: ignore[return-value]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return started  # type: ignore[return-value]
+        keys, breaker, ticket, at = started
         try:
             reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, False)
         except StoreError as error:
-            return self._failed(error, self._breaker_for(keys))
-        return self._finish(key, cost, reply, keys)
+            return self._failed(error, breaker, ticket)
+        return self._finish(key, cost, reply, breaker, ticket, at)
 
     async def reset(self, key: str) -> None:
         """As :meth:`Limiter.reset`, awaiting the store."""
-        keys = self._forget(key)
+        started = self._admit(self._forget(key))
+        if type(started) is not tuple:
+            return  # the breaker is open: on_error decided, no timeout spent
+        keys, breaker, ticket, _ = started
         try:
             await self._store.adelete(keys)
         except StoreError as error:
-            self._failed(error, self._breaker_for(keys))
+            self._failed(error, breaker, ticket)
+        else:
+            self._finish_reset(breaker, ticket)
 
     async def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
         """As :meth:`Limiter.wait`, sleeping with ``asyncio.sleep`` (the loop keeps running).
         Raises RateLimitExceeded when the wait would pass ``timeout``."""
-        deadline = None if timeout is None else self._local() + timeout
+        deadline = deadline_of(timeout)
         sleep: Callable[[float], Awaitable[object]]
         if self._sleep is None:
             import asyncio

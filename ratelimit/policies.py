@@ -15,6 +15,7 @@ stores. Three algorithms exist, each with a Lua script in ``lua/`` and a Python 
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import ClassVar, Final
@@ -25,6 +26,19 @@ __all__ = ["FixedWindow", "Policy", "SlidingWindow", "TokenBucket", "parse"]
 
 # Every product the scripts form stays below 2**53, so Lua's doubles hold it exactly.
 _EXACT: Final = 2**53
+# Time units (milliseconds per tick) a policy may count in, finest first: milliseconds unless
+# its products in milliseconds would leave 2**53 (a large quota over a long period).
+_UNITS_MS: Final = (1, 10, 100, 1_000, 10_000, 60_000, 600_000, 3_600_000, 86_400_000)
+
+
+def _tick(limit: int, ms: int, what: str, period: object) -> int:
+    """The finest time unit (milliseconds per tick) that divides ``ms`` and keeps
+    ``2 * limit * period`` in ticks below 2**53; ``retry_after`` is then exact to that unit.
+    Raises ConfigurationError naming ``what`` when none does."""
+    for unit in (*_UNITS_MS, ms):
+        if ms % unit == 0 and 2 * limit * (ms // unit) < _EXACT:
+            return unit
+    raise ConfigurationError(f"{what} over period {period!r} is too large to count exactly")
 
 
 def _period_ms(period: object) -> int:
@@ -38,6 +52,8 @@ def _period_ms(period: object) -> int:
         if rest:
             raise ConfigurationError(f"period {period!r} is not a whole number of milliseconds")
     elif isinstance(period, (int, float)) and not isinstance(period, bool):
+        if not math.isfinite(period):
+            raise ConfigurationError(f"period must be a finite number of seconds, got {period!r}")
         exact = period * 1000
         ms = round(exact)
         if abs(exact - ms) > 1e-6:
@@ -73,23 +89,31 @@ class Policy:
     - ``period``: seconds, as a float. ``period_ms``: the same in whole milliseconds.
     - ``id``: a short text naming the algorithm and its numbers, used in store keys, so that
       changing a limit never reads state written under the old one.
+    - ``tick_ms``: the time unit the policy counts in, in milliseconds: 1, or coarser for a
+      large quota (such as ``"100000000/day"``) whose numbers in milliseconds could not be
+      computed exactly; its ``retry_after`` and ``reset_after`` are then exact to that unit.
     """
 
-    __slots__ = ("_argv", "id", "limit", "period_ms")
+    __slots__ = ("_argv", "id", "limit", "period_ms", "tick_ms")
     algorithm: ClassVar[str]
     _code: ClassVar[str]
 
     limit: int
     period_ms: int
+    tick_ms: int
     id: str
-    _argv: tuple[str, str, str, str]
+    _argv: tuple[str, str, str, str, str]
 
-    def _setup(self, limit: int, period_ms: int, extra: int) -> None:
+    def _setup(self, limit: int, period_ms: int, extra: int, tick_ms: int = 1) -> None:
         object.__setattr__(self, "limit", limit)
         object.__setattr__(self, "period_ms", period_ms)
+        object.__setattr__(self, "tick_ms", tick_ms)
         tail = f".{extra}" if extra else ""
+        # The tick follows from limit and period, so the id names the state's unit too.
         object.__setattr__(self, "id", f"{self._code}{limit}.{period_ms}{tail}")
-        argv = (self._code, str(limit), str(period_ms), str(extra))
+        # The script's policy ARGV (see lua/limiter.lua): code, limit, period in ticks, rate,
+        # ticks' unit in milliseconds.
+        argv = (self._code, str(limit), str(period_ms // tick_ms), str(extra), str(tick_ms))
         object.__setattr__(self, "_argv", argv)
 
     @property
@@ -122,8 +146,8 @@ class FixedWindow(Policy):
     from zero. Cheap and exact, but a client may spend ``limit`` at the end of one window and
     ``limit`` again at the start of the next.
 
-    Raises ConfigurationError for a non-positive limit or period, or numbers too large to be
-    computed exactly (``limit * period`` in milliseconds beyond 2**52).
+    Raises ConfigurationError for a non-positive limit or period, or a limit of 2**52 or more
+    (it forms no product of limit and period, so any quota below that is counted exactly).
     """
 
     __slots__ = ()
@@ -133,10 +157,8 @@ class FixedWindow(Policy):
     def __init__(self, limit: int, period: float | timedelta) -> None:
         limit = _positive_int("limit", limit)
         ms = _period_ms(period)
-        if 2 * limit * ms >= _EXACT:
-            raise ConfigurationError(
-                f"limit {limit} over period {period!r} is too large to count exactly"
-            )
+        if 2 * limit >= _EXACT:
+            raise ConfigurationError(f"limit {limit} is too large to count exactly")
         self._setup(limit, ms, 0)
 
     def _init_args(self) -> tuple[object, ...]:
@@ -155,7 +177,9 @@ class SlidingWindow(Policy):
     span of ``period`` it may admit more than ``limit`` when they were bunched (at most twice
     ``limit`` in the worst case, and never more than ``limit`` within one window).
 
-    Raises ConfigurationError as :class:`FixedWindow` does.
+    Counts in milliseconds, or in a coarser unit (``tick_ms``) where ``limit * period`` in
+    milliseconds would leave 2**52 (``"100000000/day"``: 10 ms). Raises ConfigurationError for
+    a non-positive limit or period, or numbers no unit can count exactly.
     """
 
     __slots__ = ()
@@ -165,11 +189,7 @@ class SlidingWindow(Policy):
     def __init__(self, limit: int, period: float | timedelta) -> None:
         limit = _positive_int("limit", limit)
         ms = _period_ms(period)
-        if 2 * limit * ms >= _EXACT:
-            raise ConfigurationError(
-                f"limit {limit} over period {period!r} is too large to count exactly"
-            )
-        self._setup(limit, ms, 0)
+        self._setup(limit, ms, 0, _tick(limit, ms, f"limit {limit}", period))
 
     def _init_args(self) -> tuple[object, ...]:
         return (self.limit, self.period)
@@ -185,7 +205,9 @@ class TokenBucket(Policy):
     denied and takes none. Refill is exact: at 3 tokens per second, 30 tokens take exactly 10 s.
     ``burst`` defaults to ``rate``; ``limit`` (the largest cost ever allowed) is ``burst``.
 
-    Raises ConfigurationError for non-positive numbers or ones too large to be exact.
+    Counts time as :class:`SlidingWindow` does (``tick_ms``: 1, or coarser for a large burst
+    over a long period). Raises ConfigurationError for non-positive numbers or ones too large
+    to be exact.
     """
 
     __slots__ = ("rate",)
@@ -197,12 +219,11 @@ class TokenBucket(Policy):
         rate = _positive_int("rate", rate)
         ms = _period_ms(period)
         burst = rate if burst is None else _positive_int("burst", burst)
-        if 2 * burst * ms >= _EXACT or rate >= _EXACT // 4:
-            raise ConfigurationError(
-                f"burst {burst} over period {period!r} is too large to count exactly"
-            )
+        if rate >= _EXACT // 4:
+            raise ConfigurationError(f"rate {rate} is too large to count exactly")
+        tick = _tick(burst, ms, f"burst {burst}", period)
         object.__setattr__(self, "rate", rate)
-        self._setup(burst, ms, rate)
+        self._setup(burst, ms, rate, tick)
 
     @property
     def burst(self) -> int:
@@ -228,12 +249,19 @@ _UNITS: Final = {
     "y": 365 * 86400, "year": 365 * 86400, "years": 365 * 86400,
 }  # fmt: skip
 
+# ASCII only: ``\d`` and ``\s`` would take Arabic-Indic or full-width digits and non-breaking
+# spaces, and case folding would take the Kelvin sign for a "k". Items are matched after every
+# run of spaces became one space, so no run of spaces can make the match backtrack for long.
 _ITEM: Final = re.compile(
-    r"\s*(?P<count>\d+)\s*(?:/|\s+per\s+)\s*(?P<multiple>\d+)?\s*(?P<unit>[a-z]+)"
-    r"(?:\s+burst\s+(?P<burst>\d+))?\s*",
-    re.IGNORECASE,
+    r" ?(?P<count>[0-9]+) ?(?:/| per )(?: ?(?P<multiple>[0-9]+))? ?(?P<unit>[a-z]+)"
+    r"(?: burst (?P<burst>[0-9]+))? ?",
+    re.IGNORECASE | re.ASCII,
 )
 _SEPARATORS: Final = re.compile(r"[;,|]")
+_SPACES: Final = re.compile(r"[ \t\r\n\f\v]+")
+# Digits of the largest number read: more could never be counted exactly (and Python refuses
+# to read numbers of over 4,300 digits with a plain ValueError).
+_DIGITS: Final = 18
 
 _ALGORITHMS: Final[dict[str, type[Policy]]] = {
     "fixed_window": FixedWindow,
@@ -277,29 +305,45 @@ def parse(text: str, algorithm: str | type[Policy] | None = None) -> list[Policy
         raise ConfigurationError(f"limits must be text such as '10/second', got {text!r}")
     chosen = _algorithm(algorithm)
     policies: list[Policy] = []
-    for item in _SEPARATORS.split(text):
-        if not item.strip():
+    for raw in _SEPARATORS.split(text):
+        item = _SPACES.sub(" ", raw).strip(" ")
+        if not item:
             continue
+        shown = _shown(item)
         match = _ITEM.fullmatch(item)
         if match is None:
             raise ConfigurationError(
-                f"cannot read limit {item.strip()!r}: write it as '10/second' or '10 per 5 minutes'"
+                f"cannot read limit {shown}: write it as '10/second' or '10 per 5 minutes', "
+                "in ASCII digits and spaces"
             )
         unit = match["unit"].lower()
         if unit not in _UNITS:
-            raise ConfigurationError(f"unknown time unit {match['unit']!r} in {item.strip()!r}")
-        count = int(match["count"])
-        period = _UNITS[unit] * int(match["multiple"] or 1)
+            raise ConfigurationError(f"unknown time unit {_shown(match['unit'])} in {shown}")
+        count = _number(match["count"], shown)
+        period = _UNITS[unit] * _number(match["multiple"] or "1", shown)
         burst = match["burst"]
         cls = chosen or (TokenBucket if burst is not None else SlidingWindow)
         if cls is TokenBucket:
-            policies.append(TokenBucket(count, period, int(burst) if burst else None))
+            policies.append(TokenBucket(count, period, _number(burst, shown) if burst else None))
         elif burst is not None:
             raise ConfigurationError(
-                f"'burst' in {item.strip()!r} applies to token buckets, not {cls.__name__}"
+                f"'burst' in {shown} applies to token buckets, not {cls.__name__}"
             )
         else:
             policies.append(cls(count, period))  # type: ignore[call-arg]
     if not policies:
-        raise ConfigurationError(f"no limit found in {text!r}")
+        raise ConfigurationError(f"no limit found in {_shown(text)}")
     return policies
+
+
+def _shown(text: str) -> str:
+    """``text`` as an error message quotes it: its repr, cut short when long."""
+    return repr(text) if len(text) <= 80 else repr(text[:60]) + f"... ({len(text)} characters)"
+
+
+def _number(digits: str, item: str) -> int:
+    """ASCII ``digits`` of ``item`` as an int. Raises ConfigurationError when there are too
+    many of them to be a limit or a period."""
+    if len(digits) > _DIGITS:
+        raise ConfigurationError(f"number {_shown(digits)} in {item} is too large for a limit")
+    return int(digits)

@@ -69,6 +69,34 @@ async def test_table(lane: Lane, clock: Clock, name: str) -> None:
         assert d.policy == policy and d.limit == policy.limit
 
 
+LARGE_QUOTAS = ["5000000/month", "10000000/month", "100000000/day", "999999999/year"]
+
+
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_window", "token_bucket"])
+@pytest.mark.parametrize("text", LARGE_QUOTAS)
+async def test_large_quotas_are_counted_exactly(
+    lane: Lane, clock: Clock, text: str, algorithm: str
+) -> None:
+    """Any limit below 10**9 over any period up to a year is accepted and counted to the
+    unit; retry_after is exact to the millisecond even where time counts in coarser ticks."""
+    (policy,) = rl.parse(text, algorithm=algorithm)
+    limiter = lane.limiter(policy, clock=clock)
+    clock.advance(7)  # off any tick boundary
+    d = await limiter.hit("k", cost=policy.limit - 1)
+    assert d.allowed and d.remaining == 1, d
+    d = await limiter.hit("k", cost=2)
+    assert not d.allowed and d.remaining == 1, d  # denied, charged nothing
+    d = await limiter.hit("k")
+    assert d.allowed and d.remaining == 0, d
+    denied = await limiter.hit("k")
+    retry = round(denied.retry_after * 1000)
+    assert not denied.allowed and retry > 0, denied
+    clock.advance(retry - 1)
+    assert not (await limiter.peek("k")).allowed, (policy.tick_ms, retry)
+    clock.advance(1)
+    assert (await limiter.hit("k")).allowed, (policy.tick_ms, retry)
+
+
 async def test_token_bucket_refill_is_exact(lane: Lane, clock: Clock) -> None:
     """30 refills at 3 tokens per second take 10 s: not 9.99 s, not 10.02 s."""
     limiter = lane.limiter(rl.TokenBucket(3, 1, burst=30), clock=clock)

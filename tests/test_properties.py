@@ -182,6 +182,9 @@ DIFF_POLICIES = [
     [rl.TokenBucket(3, 1, burst=4)],
     [rl.SlidingWindow(10, 60), rl.TokenBucket(2, 1, burst=5)],
     [rl.FixedWindow(4, 2), rl.SlidingWindow(9, 7)],
+    # large quotas, counted in ticks of 10 ms and 10 s (see DESIGN.md, "Large quotas")
+    [rl.SlidingWindow(100_000_000, 86400), rl.TokenBucket(5_000_000, 30 * 86400)],
+    [rl.TokenBucket(999_999_999, 365 * 86400), rl.FixedWindow(5, 10)],
 ]
 
 

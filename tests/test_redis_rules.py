@@ -4,54 +4,124 @@ check, NOSCRIPT recovery, TTLs on every key, exact-key reset, server time by def
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import ratelimit as rl
-from tests.conftest import Clock, Lane
+from tests.conftest import Clock, Harness, Lane
+from tests.servers import Server
 
 POLICIES = [rl.FixedWindow(50, 60), rl.SlidingWindow(40, 30), rl.TokenBucket(5, 1, burst=20)]
 
 
+#: The lanes whose store calls the function library (FCALL): single nodes through redis-py.
+FUNCTION_LANES = ("redis", "redis-async", "valkey", "valkey-async")
+
+
 def _script_calls(stats: dict[str, int]) -> int:
-    return stats.get("evalsha", 0) + stats.get("eval", 0)
+    return stats.get("evalsha", 0) + stats.get("eval", 0) + stats.get("fcall", 0)
+
+
+def _resends(stats: dict[str, int]) -> int:
+    """Requests that only make a call possible again: EVAL's text, FUNCTION LOAD."""
+    return stats.get("eval", 0) + stats.get("function|load", 0) + stats.get("script|load", 0)
 
 
 async def test_one_script_call_per_hit_whatever_the_policies(real_lane: Lane, clock: Clock) -> None:
     server = real_lane.server
     assert server is not None
     limiter = real_lane.limiter(POLICIES, clock=clock)
-    for i in range(3):  # load the script on every node these keys live on (EVALSHA, EVAL)
+    for i in range(3):  # load the library or script where these keys live
         await limiter.peek(f"user:{i}")
     server.reset_stats()
     for i in range(25):
         await limiter.hit(f"user:{i % 3}")
         await limiter.peek(f"user:{i % 3}")
     stats = server.commandstats()
-    assert stats.get("evalsha") == 50, stats
+    # FCALL of the function library on one node; EVALSHA on a cluster and over HTTP
+    call = "fcall" if real_lane.store.functions else "evalsha"
+    assert real_lane.store.functions == (real_lane.name in FUNCTION_LANES)
+    assert stats.get(call) == 50, stats
     assert _script_calls(stats) == 50
-    # no EVAL resend, no SCRIPT LOAD, no TIME round trip from the client per check
-    assert "eval" not in stats and "script|load" not in stats and "time" not in stats, stats
+    # nothing resent, no TIME round trip from the client per check
+    assert _resends(stats) == 0 and "time" not in stats, stats
 
 
-async def test_script_flush_mid_run_changes_nothing(script_lane: Lane, clock: Clock) -> None:
+async def test_script_and_function_flush_mid_run_change_nothing(
+    script_lane: Lane, clock: Clock
+) -> None:
+    """A server that forgot the library or script (restart, ``FUNCTION FLUSH``, ``SCRIPT
+    FLUSH``) is sent it once: FCALL, FUNCTION LOAD, FCALL; or EVALSHA, EVAL."""
     lane = script_lane
     limiter = lane.limiter(POLICIES, clock=clock)
     for _ in range(3):
         assert (await limiter.hit("k")).allowed
     if lane.server is not None:
-        lane.server.flush_scripts()
+        lane.server.flush_scripts()  # and functions
         lane.server.reset_stats()
     else:
-        result = lane.raw.script_flush()
-        if not isinstance(result, bool):
-            await result
+        for flush in (lane.raw.script_flush, lane.raw.function_flush):
+            result = flush()
+            if not isinstance(result, (bool, bytes, str)):
+                await result
     d = await limiter.hit("k")
     assert d.allowed and d.details[0].remaining == 46
     if lane.server is not None:
         stats = lane.server.commandstats()
-        # exactly one EVALSHA that met NOSCRIPT, and one EVAL that ran and cached it
-        assert stats.get("evalsha") == 1 and stats.get("eval") == 1, stats
+        if lane.store.functions:
+            assert stats.get("fcall") == 2 and stats.get("function|load") == 1, stats
+        else:
+            assert stats.get("evalsha") == 1 and stats.get("eval") == 1, stats
+        assert _script_calls(stats) + _resends(stats) <= 3
         await limiter.hit("k")
-        assert lane.server.commandstats().get("evalsha") == 2
+        assert _script_calls(lane.server.commandstats()) == _script_calls(stats) + 1
+
+
+async def test_a_server_that_refuses_function_load_is_served_by_scripts(
+    real_lane: Lane, clock: Clock
+) -> None:
+    """Where FUNCTION LOAD is not permitted (an ACL, a managed service), the call goes once as
+    EVAL (three requests in all) and the store uses EVALSHA from then on."""
+    server = real_lane.server
+    if real_lane.name not in FUNCTION_LANES or not isinstance(server, Server):
+        # a cluster or HTTP store uses scripts from the start: it never loads functions
+        assert not real_lane.store.functions
+        limiter = real_lane.limiter(POLICIES, clock=clock)
+        assert server is not None
+        server.reset_stats()
+        assert (await limiter.hit("k")).allowed
+        stats = server.commandstats()
+        assert "fcall" not in stats and "function|load" not in stats, stats
+        return
+    admin = server.client()
+    try:
+        admin.function_flush()
+        admin.execute_command("ACL", "SETUSER", "nofunctions", "on", "nopass", "~*", "+@all",
+                              "-function")  # fmt: skip
+        kw = {"username": "nofunctions", "password": "x"}
+        if real_lane.name.endswith("async"):
+            store: Any = rl.AsyncRedisStore(server.async_client(**kw))
+        else:
+            store = rl.RedisStore(server.client(**kw))
+        limiter = Harness(
+            rl.AsyncLimiter(POLICIES, store=store, clock=clock)
+            if real_lane.name.endswith("async")
+            else rl.Limiter(POLICIES, store=store, clock=clock)
+        )
+        server.reset_stats()
+        assert (await limiter.hit("k")).allowed
+        stats = server.commandstats()
+        assert stats.get("fcall") == 1 and stats.get("eval") == 1, stats
+        # the refused FUNCTION LOAD counts as a rejected call, not in `calls`
+        assert _script_calls(stats) == 2 and stats.get("function|load", 0) == 0, stats
+        d = await limiter.hit("k")
+        assert d.allowed and d.details[0].remaining == 48
+        assert server.commandstats().get("evalsha") == 1
+        closed = store.client.close() if hasattr(store, "evaluate") else store.client.aclose()
+        if closed is not None:
+            await closed
+    finally:
+        admin.execute_command("ACL", "DELUSER", "nofunctions")
+        admin.close()
 
 
 async def test_every_key_gets_a_ttl_no_longer_than_needed(real_lane: Lane, clock: Clock) -> None:
@@ -118,3 +188,64 @@ async def test_cluster_keys_of_one_identifier_share_a_slot(servers: object) -> N
     for key in ODD:
         slots = {key_slot(k.encode("utf-8")) for k in limiter.keys(key)}
         assert len(slots) == 1, (key, slots)
+
+
+class _NoFunctions:
+    """A redis-py client in front of a server without functions (Redis 6, a proxy): FCALL and
+    FUNCTION are unknown commands; everything else goes through, and is recorded."""
+
+    def __init__(self) -> None:
+        import fakeredis
+
+        self.inner = fakeredis.FakeRedis()
+        self.sent: list[str] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        import redis
+
+        name = str(args[0]).upper()
+        self.sent.append(name)
+        if name in ("FCALL", "FUNCTION"):
+            raise redis.exceptions.ResponseError(
+                f"unknown command '{name}', with args beginning with: "
+            )
+        return self.inner.execute_command(*args, **options)
+
+
+def test_a_server_without_functions_is_served_by_scripts(clock: Clock) -> None:
+    """FCALL unknown: the same call goes once as EVAL (two requests), then EVALSHA for good."""
+    client = _NoFunctions()
+    limiter = rl.Limiter(POLICIES, store=rl.RedisStore(client), clock=clock)  # type: ignore[arg-type]
+    assert limiter.hit("k").allowed
+    assert client.sent == ["FCALL", "EVAL"]
+    d = limiter.hit("k")
+    assert d.allowed and d.details[0].remaining == 48
+    assert client.sent == ["FCALL", "EVAL", "EVALSHA"]
+
+
+class _ReadOnlyReplica(_NoFunctions):
+    """A server that has functions but refuses to load one for now (a read-only replica)."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        import redis
+
+        name = str(args[0]).upper()
+        self.sent.append(name)
+        if name == "FCALL":
+            raise redis.exceptions.ResponseError("Function not found")
+        if name == "FUNCTION":
+            raise redis.exceptions.ReadOnlyError("You can't write against a read only replica.")
+        return self.inner.execute_command(*args, **options)
+
+
+def test_a_passing_refusal_to_load_the_library_is_a_store_error_not_a_switch(
+    clock: Clock,
+) -> None:
+    """FUNCTION LOAD refused for a passing reason: that check follows on_error, nothing more is
+    sent, and the store keeps functions for the next check (it does not fall back for good)."""
+    client = _ReadOnlyReplica()
+    store = rl.RedisStore(client, breaker=False)  # type: ignore[arg-type]
+    limiter = rl.Limiter(POLICIES, store=store, clock=clock)
+    d = limiter.hit("k")
+    assert d.allowed and d.reason == "store_error"
+    assert client.sent == ["FCALL", "FUNCTION"] and store.functions

@@ -5,45 +5,70 @@ A store runs one *plan* (a limiter's policies, and their script arguments) for a
 integers, ``[allowed, allowed_1, remaining_1, reset_ms_1, retry_ms_1, allowed_2, ...]``, as
 ``lua/limiter.lua`` documents. The limiter turns that reply into a :class:`Decision`. Stores
 raise :class:`StoreError` (chained from the client's error) for anything that went wrong.
+
+Every store that runs the Lua (Redis, Valkey, Cluster, Upstash; sync and async) shares the
+call in :class:`ScriptCalls`: ``FCALL`` of the function library where the store can use it,
+else ``EVALSHA``; the one resend when the server does not know the function or script; the
+reply check, the retry warning and the error mapping. A store only says how one command is
+sent (``_send``) and what its client's errors mean.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ratelimit._algorithms import ALGORITHMS, Check
+from ratelimit._algorithms import ALGORITHMS, Check, Result, State
+from ratelimit.errors import StoreError
+from ratelimit.scripts import library
 
 if TYPE_CHECKING:
     from ratelimit.breaker import CircuitBreaker
     from ratelimit.policies import Policy
 
-__all__ = ["AsyncStore", "Plan", "Reply", "Store"]
+__all__ = ["AsyncScriptStore", "AsyncStore", "Plan", "Reply", "ScriptCalls", "ScriptStore", "Store"]
 
 Reply = list[int]
 Step = tuple[Check, int, int, int]
 
 
-class Plan:
-    """A limiter's policies, ready to run: the script's per-policy ARGV and, for the memory
-    store, the Python twin's steps. Built once per limiter."""
+def _in_ticks(check: Check, unit: int) -> Check:
+    """``check`` for a policy that counts time in ticks of ``unit`` milliseconds: it sees
+    ``now`` in ticks, and its reset and retry come back in milliseconds from ``now``, as the
+    driver in ``lua/limiter.lua`` computes them."""
 
-    __slots__ = ("argv", "policies", "steps")
+    def ticked(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
+               charge: bool) -> Result:  # fmt: skip
+        t, off = divmod(now, unit)
+        allowed, remaining, reset, retry, new = check(s, t, limit, period, rate, cost, charge)
+        if reset > 0:
+            reset = reset * unit - off
+        if retry > 0:
+            retry = retry * unit - off
+        return allowed, remaining, reset, retry, new
+
+    return ticked
+
+
+class Plan:
+    """A limiter's policies, ready to run: the script's plan argument (``argv[4]`` of
+    ``lua/limiter.lua``, as text and as bytes) and, for the memory store, the Python twin's
+    steps. Built once per limiter."""
+
+    __slots__ = ("codes", "policies", "spec", "spec_bytes", "steps")
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies: tuple[Policy, ...] = tuple(policies)
-        self.argv: tuple[str, ...] = tuple(a for p in self.policies for a in p._argv)
+        self.spec: str = " ".join(a for p in self.policies for a in p._argv)
+        self.spec_bytes: bytes = self.spec.encode()
+        #: the algorithm codes the plan uses, sorted, once each ("f", "ft"...)
+        self.codes: str = "".join(sorted({p._argv[0] for p in self.policies}))
         steps: list[Step] = []
         for p in self.policies:
-            code, limit, period, rate = p._argv
-            steps.append((ALGORITHMS[code], int(limit), int(period), int(rate)))
+            code, limit, period, rate, unit = p._argv
+            check = ALGORITHMS[code] if unit == "1" else _in_ticks(ALGORITHMS[code], int(unit))
+            steps.append((check, int(limit), int(period), int(rate)))
         self.steps: tuple[Step, ...] = tuple(steps)
-
-
-def script_args(plan: Plan, keys: Sequence[str], now: int | None, cost: int, charge: bool
-                ) -> list[str | int]:  # fmt: skip
-    """The ``numkeys, *KEYS, *ARGV`` part of an EVAL/EVALSHA call of the limiter script."""
-    return [len(keys), *keys, "" if now is None else now, cost, 1 if charge else 0, *plan.argv]
 
 
 class Store:
@@ -93,3 +118,252 @@ class AsyncStore:
     async def adelete(self, keys: Sequence[str]) -> None:
         """As :meth:`Store.delete`. Raises StoreError."""
         raise NotImplementedError
+
+
+_NOW = b""  # the script reads the server's TIME
+_CHARGE = (b"0", b"1")
+Command = list[Any]
+# The resend after an unknown function or script: yields the commands to send, receives each
+# one's reply (or its error, thrown in), returns the script's reply.
+Recovery = Generator[Command, Any, Any]
+
+
+class ScriptCalls:
+    """The script call shared by every store that runs the Lua; does no I/O.
+
+    A subclass sets :attr:`functions` (can its client ``FCALL`` the library?), the client's
+    error classes, and says how one command is sent (``_send`` in :class:`ScriptStore` and
+    :class:`AsyncScriptStore`). The rest is here, once:
+
+    - ``FCALL <library>_check`` when :attr:`functions`, else ``EVALSHA``;
+    - a server that does not know the function: one ``FUNCTION LOAD`` (REPLACE, the library
+      being named after its text) and the ``FCALL`` again, three requests at most; one that
+      cannot call or load functions (no such command, no permission) makes the store use
+      scripts from then on, and the call goes once as ``EVAL``;
+    - a server that does not know the script: the same call once as ``EVAL`` with the text;
+    - no other error is resent (a hit is not idempotent); every error becomes a StoreError.
+
+    Another entry point of ``lua/limiter.lua`` is called the same way:
+    ``self._call(self._entry_command("<entry>", keys, argv))`` (awaited in an async store).
+    """
+
+    #: Whether this store's client can call the function library (``FCALL``); a store falls
+    #: back to scripts for good when the server cannot load functions.
+    functions: bool = False
+    #: Whether the client takes ``bytes`` arguments as they are (redis-py), or needs text.
+    binary_args: ClassVar[bool] = False
+    #: Whether the client hands the script's integers back as ``int`` always (redis-py), so a
+    #: list reply needs no look at each item.
+    int_replies: ClassVar[bool] = False
+    #: The client's class(es) for an error reply of the server (``-ERR ...``).
+    _reply_errors: tuple[type[Exception], ...] = ()
+    #: Error replies that mean "no such script" even when their text does not say NOSCRIPT.
+    _noscript_errors: tuple[type[Exception], ...] = ()
+
+    def _setup_calls(self) -> None:
+        lib = library()
+        self._library_text = lib.text
+        #: entry point (``check``...) -> its function name, and -> its script
+        self._function_names = dict(lib.functions)
+        self._scripts = dict(lib.scripts)
+        # the text to EVAL for a call that named a function or a script the server lacks
+        self._texts = {lib.functions[e]: lib.scripts[e].text for e in lib.functions}
+        self._texts.update({s.sha: s.text for s in lib.scripts.values()})
+        self._check_function = lib.functions["check"]
+        self._library = lib
+        #: the check script's SHA1 by the algorithm codes of a plan (see Library.script_for)
+        self._check_shas: dict[str, str] = {}
+
+    def _check_sha(self, plan: Plan) -> str:
+        """The SHA1 of the check script with only ``plan``'s algorithms, made on first use."""
+        sha = self._check_shas.get(plan.codes)
+        if sha is None:
+            script = self._library.script_for("check", plan.codes)
+            self._texts[script.sha] = script.text
+            sha = self._check_shas[plan.codes] = script.sha
+        return sha
+
+    def _entry_command(self, entry: str, keys: Sequence[str], argv: Sequence[Any]) -> Command:
+        """A call of the entry point ``entry`` (see ``lua/limiter.lua``) as one command:
+        ``FCALL`` of its function or ``EVALSHA`` of its script, ``numkeys``, keys, ``argv``."""
+        if self.functions:
+            return ["FCALL", self._function_names[entry], len(keys), *keys, *argv]
+        return ["EVALSHA", self._scripts[entry].sha, len(keys), *keys, *argv]
+
+    def _command(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                 charge: bool) -> Command:  # fmt: skip
+        """The ``check`` entry point as one command (as :meth:`_entry_command`, inlined: it
+        runs on every check)."""
+        if self.functions:
+            head = ["FCALL", self._check_function, len(keys), *keys]
+        else:
+            head = ["EVALSHA", self._check_sha(plan), len(keys), *keys]
+        if self.binary_args:
+            head += (_NOW if now is None else now, cost, _CHARGE[charge], plan.spec_bytes)
+        else:
+            head += ("" if now is None else now, cost, "1" if charge else "0", plan.spec)
+        return head
+
+    def _unknown(self, error: BaseException) -> str | None:
+        """What the server did not know, when ``error`` says so: ``"script"``, ``"function"``,
+        or ``"command"`` (no FCALL or FUNCTION at all); else None."""
+        if not isinstance(error, self._reply_errors):
+            return None
+        if isinstance(error, self._noscript_errors):
+            return "script"
+        text = str(error)
+        if text.startswith("NOSCRIPT"):
+            return "script"
+        lowered = text.lower()
+        if "function not found" in lowered:
+            return "function"
+        if (
+            "unknown command" in lowered
+            or "unknown subcommand" in lowered
+            or "no permissions" in lowered  # NOPERM: an ACL without it
+        ):
+            return "command"
+        return None
+
+    def _recovery(self, command: Command, error: BaseException) -> Recovery:
+        """After ``command`` failed with ``error``: the commands of the one resend allowed, or
+        ``error`` raised again when nothing may be resent."""
+        unknown = self._unknown(error)
+        if command[0] == "FCALL" and unknown in ("function", "command"):
+            if unknown == "function":
+                try:
+                    yield ["FUNCTION", "LOAD", "REPLACE", self._library_text]
+                except self._reply_errors as refused:
+                    if self._unknown(refused) != "command":
+                        raise  # a passing state (busy, read-only): the next check tries again
+                    # this server cannot load functions (no such command, not permitted)
+                else:
+                    return (yield command)
+            self.functions = False
+        elif not (command[0] == "EVALSHA" and unknown == "script"):
+            raise error
+        return (yield ["EVAL", self._texts[command[1]], *command[2:]])
+
+    def _reply(self, raw: object) -> Reply:
+        """The script's reply as a list of ints (a client may hand numbers back as text);
+        anything else is a StoreError."""
+        if type(raw) is list and raw:
+            if self.int_replies:
+                return raw
+            for x in raw:
+                if type(x) is not int:
+                    break
+            else:
+                return raw
+            try:
+                return [int(x) for x in raw]
+            except (TypeError, ValueError):
+                pass
+        raise StoreError(f"{type(self).__name__}: unexpected script reply {raw!r}")
+
+    def _describe(self, error: BaseException) -> str:
+        """The text of the StoreError for ``error``; stores with more to say override it."""
+        return f"{type(self).__name__} failed: {type(error).__name__}: {error}"
+
+    def _failed(self, error: BaseException) -> StoreError:
+        return StoreError(self._describe(error))
+
+    def _warn_retries(self, retries: int, how: str, fix: str) -> None:
+        """The warning, once per store, that its client resends failed commands."""
+        if not retries:
+            return
+        import warnings
+
+        name = type(self).__name__
+        warnings.warn(
+            f"{name}: this client retries failed commands ({how}): a hit whose reply was lost "
+            "to a timeout would run again and be counted twice, and an outage would stall each "
+            f"request through every retry. {fix}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+class ScriptStore(ScriptCalls, Store):
+    """A sync store that runs the Lua: says only how one command is sent (``_send``)."""
+
+    def _send(self, command: Command) -> Any:
+        """Send one command, block for its reply. Raises the client's errors."""
+        raise NotImplementedError
+
+    def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                 charge: bool) -> Reply:  # fmt: skip
+        return self._call(self._command(plan, keys, now, cost, charge))
+
+    def _call(self, command: Command) -> Reply:
+        """Run one entry-point call (:meth:`_entry_command`), with the one resend allowed.
+        Blocks. Raises StoreError."""
+        try:
+            try:
+                raw = self._send(command)
+            except Exception as error:
+                raw = self._resend(self._recovery(command, error))
+        except Exception as error:
+            raise self._failed(error) from error
+        return self._reply(raw)
+
+    def _resend(self, steps: Recovery) -> Any:
+        reply: Any = None
+        failure: Exception | None = None
+        while True:
+            try:
+                command = steps.send(reply) if failure is None else steps.throw(failure)
+            except StopIteration as done:
+                return done.value
+            try:
+                reply, failure = self._send(command), None
+            except Exception as error:
+                failure = error
+
+    def delete(self, keys: Sequence[str]) -> None:
+        try:
+            self._send(["DEL", *keys])
+        except Exception as error:
+            raise self._failed(error) from error
+
+
+class AsyncScriptStore(ScriptCalls, AsyncStore):
+    """An async store that runs the Lua: says only how one command is sent (``_send``)."""
+
+    async def _send(self, command: Command) -> Any:
+        """Send one command, await its reply. Raises the client's errors."""
+        raise NotImplementedError
+
+    async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                        charge: bool) -> Reply:  # fmt: skip
+        return await self._call(self._command(plan, keys, now, cost, charge))
+
+    async def _call(self, command: Command) -> Reply:
+        """As :meth:`ScriptStore._call`, awaiting the client."""
+        try:
+            try:
+                raw = await self._send(command)
+            except Exception as error:
+                raw = await self._resend(self._recovery(command, error))
+        except Exception as error:
+            raise self._failed(error) from error
+        return self._reply(raw)
+
+    async def _resend(self, steps: Recovery) -> Any:
+        reply: Any = None
+        failure: Exception | None = None
+        while True:
+            try:
+                command = steps.send(reply) if failure is None else steps.throw(failure)
+            except StopIteration as done:
+                return done.value
+            try:
+                reply, failure = await self._send(command), None
+            except Exception as error:
+                failure = error
+
+    async def adelete(self, keys: Sequence[str]) -> None:
+        try:
+            await self._send(["DEL", *keys])
+        except Exception as error:
+            raise self._failed(error) from error

@@ -1,4 +1,4 @@
-"""Redis, Valkey and Redis Cluster, through redis-py: one ``EVALSHA`` per check.
+"""Redis, Valkey and Redis Cluster, through redis-py: one ``FCALL`` (or ``EVALSHA``) per check.
 
 redis-py is imported when a store is built, never when ``ratelimit`` is imported.
 """
@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ratelimit.breaker import CircuitBreaker
 from ratelimit.errors import StoreError
-from ratelimit.scripts import limiter_script
-from ratelimit.stores.base import AsyncStore, Plan, Reply, Store, script_args
+from ratelimit.stores.base import AsyncScriptStore, ScriptCalls, ScriptStore
 
 if TYPE_CHECKING:
     import redis
@@ -32,6 +31,15 @@ _TIMEOUT = 0.05
 # exactly when limiting matters most.
 _POOL_WAIT = 0.5
 _POOL_SIZE = 100
+# Requests a cluster client may send per command: one redirection (MOVED, or ASK during a
+# migration) and the command. redis-py's default of 16 retries TRYAGAIN with 50 ms sleeps for
+# about 400 ms; with 2 a migrating slot costs at most two round trips and one 50 ms sleep.
+_CLUSTER_REQUESTS = 2
+
+
+def _cluster_grade(client: Any) -> Any:
+    client.RedisClusterRequestTTL = _CLUSTER_REQUESTS
+    return client
 
 
 def _limiter_grade(kwargs: dict[str, Any], *, asyncio: bool = False,
@@ -106,38 +114,48 @@ def _retries(client: Any) -> int:
     return retries if isinstance(retries, int) else 0
 
 
-class _RedisBase:
-    """What the sync and async Redis stores share: the script, its arguments, the errors."""
+def _is_cluster(client: Any) -> bool:
+    """Whether ``client`` routes commands over a cluster's nodes (it has a slot map)."""
+    return isinstance(client, _ClusterOnFirstUse) or hasattr(client, "nodes_manager")
+
+
+class _RedisBase(ScriptCalls):
+    """What the sync and async Redis stores share: the client's errors, the breakers, the
+    function or script choice. The call itself is :class:`~ratelimit.stores.base.ScriptCalls`."""
+
+    binary_args = True  # redis-py sends bytes arguments as they are
+    int_replies = True  # and reads a script's integers as int, whatever its parser
 
     def __init__(self, client: Any, breaker: CircuitBreaker | bool) -> None:
-        from redis.exceptions import NoScriptError
+        from redis.exceptions import (
+            AskError,
+            MovedError,
+            NoScriptError,
+            ResponseError,
+            TryAgainError,
+        )
 
         self.breaker = CircuitBreaker.for_store(breaker, type(self).__name__)
         #: One breaker per cluster master (by ``host:port``), made on first use.
         self.breakers: dict[str, CircuitBreaker] = {}
         self._client = client
-        self.per_node_breakers = self.breaker is not None and (
-            type(client).__name__ in ("RedisCluster", "_ClusterOnFirstUse")
-        )
+        cluster = _is_cluster(client)
+        self.per_node_breakers = self.breaker is not None and cluster
+        # FCALL on redis-py's cluster clients asks a node for the keys of every call (COMMAND
+        # GETKEYS, one more round trip), where EVALSHA's keys are read locally: scripts there.
+        self.functions = not cluster
+        name = type(self).__name__
         retries = _retries(client)
-        if retries:
-            import warnings
-
-            warnings.warn(
-                f"{type(self).__name__}: this client retries failed commands ({retries} "
-                "retries): a hit whose reply was lost to a timeout would run again and count "
-                "twice, and an outage would stall each request through every retry. Build the "
-                f"store with {type(self).__name__}.from_url(...), or give the client "
-                "retry=Retry(NoBackoff(), 0).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        self._script = limiter_script()
-        self._noscript: type[Exception] = NoScriptError
-        # redis-py's errors (RedisError, RedisClusterException) and anything else the client
-        # raises: a failing client must become a StoreError that on_error handles, never an
-        # exception that escapes to the application as a 500.
-        self._errors: tuple[type[Exception], ...] = (Exception,)
+        self._warn_retries(
+            retries,
+            f"{retries} retries",
+            f"Build the store with {name}.from_url(...), or give the client "
+            "retry=Retry(NoBackoff(), 0).",
+        )
+        self._setup_calls()
+        self._reply_errors = (ResponseError,)
+        self._noscript_errors = (NoScriptError,)
+        self._slot_moving: tuple[type[Exception], ...] = (AskError, MovedError, TryAgainError)
 
     @property
     def client(self) -> Any:
@@ -161,21 +179,27 @@ class _RedisBase:
             node = self.breakers.setdefault(name, breaker.child(f"{type(self).__name__} {name}"))
         return node
 
-    def _failed(self, error: Exception) -> StoreError:
-        return StoreError(f"{type(self).__name__} failed: {type(error).__name__}: {error}")
+    def _failed(self, error: BaseException) -> StoreError:
+        failed = StoreError(self._describe(error))
+        if isinstance(error, self._slot_moving) or str(error) == "TTL exhausted.":
+            failed.outage = False  # the node answered: a slot is being migrated, no outage
+        return failed
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._client!r})"
 
 
-class RedisStore(_RedisBase, Store):
+class RedisStore(_RedisBase, ScriptStore):
     """Limiter state in Redis or Valkey (≥ 7), single node or cluster, through a sync client.
 
     Takes a ``redis.Redis`` or ``redis.cluster.RedisCluster`` (also Sentinel's master client).
-    Each ``hit``/``peek`` is one ``EVALSHA`` of the limiter script, whatever the number of
-    policies; when the server does not know the script (restart, failover, ``SCRIPT FLUSH``) the
-    same call is sent once more as ``EVAL`` with the text, which caches it. No other error is
-    retried: a hit is not idempotent. All keys of one identifier share one hash tag, so one
+    Each ``hit``/``peek`` is one call, whatever the number of policies: ``FCALL`` of the
+    limiter's function library on a single node, ``EVALSHA`` of the limiter script on a cluster
+    (redis-py would spend a round trip per ``FCALL`` finding its keys there) or where the
+    server cannot load functions. When the server does not know the function (restart,
+    ``FUNCTION FLUSH``) one ``FUNCTION LOAD`` precedes the same call again; when it does not
+    know the script (``SCRIPT FLUSH``) the call is sent once more as ``EVAL``. No other error
+    is retried: a hit is not idempotent. All keys of one identifier share one hash tag, so one
     call touches one cluster slot.
 
     Calls block on the network. Raises StoreError, chained from redis-py's error.
@@ -202,36 +226,23 @@ class RedisStore(_RedisBase, Store):
 
             settings = _limiter_grade(kwargs, cluster=True)
             try:
-                return cls(RedisCluster.from_url(url, **settings))
+                return cls(_cluster_grade(RedisCluster.from_url(url, **settings)))
             except RedisClusterException:  # no node answers yet: connect on first use
-                pending: Any = _ClusterOnFirstUse(lambda: RedisCluster.from_url(url, **settings))
+                pending: Any = _ClusterOnFirstUse(
+                    lambda: _cluster_grade(RedisCluster.from_url(url, **settings))
+                )
                 return cls(pending)
         import redis
 
         pool = redis.BlockingConnectionPool.from_url(url, **_limiter_grade(kwargs))
         return cls(redis.Redis.from_pool(pool))
 
-    def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
-                 charge: bool) -> Reply:  # fmt: skip
-        args = script_args(plan, keys, now, cost, charge)
-        script = self._script
+    def _send(self, command: list[Any]) -> Any:
         execute: Any = self._client.execute_command
-        try:
-            try:
-                return execute("EVALSHA", script.sha, *args)  # type: ignore[no-any-return]
-            except self._noscript:
-                return execute("EVAL", script.text, *args)  # type: ignore[no-any-return]
-        except self._errors as error:
-            raise self._failed(error) from error
-
-    def delete(self, keys: Sequence[str]) -> None:
-        try:
-            self._client.delete(*keys)
-        except self._errors as error:
-            raise self._failed(error) from error
+        return execute(*command)
 
 
-class AsyncRedisStore(_RedisBase, AsyncStore):
+class AsyncRedisStore(_RedisBase, AsyncScriptStore):
     """:class:`RedisStore` for ``redis.asyncio.Redis`` and ``redis.asyncio.cluster.RedisCluster``.
 
     The same script and rules; calls await the network instead of blocking.
@@ -249,9 +260,7 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
         super().__init__(client, breaker)
         # redis-py's asyncio RedisCluster breaks when many first commands race before it has
         # read the slot map; its initialize() is locked, so every first caller awaits it.
-        self._uninitialized: bool = type(client).__name__ == "RedisCluster" and hasattr(
-            client, "initialize"
-        )
+        self._uninitialized: bool = _is_cluster(client) and hasattr(client, "initialize")
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> AsyncRedisStore:
@@ -259,8 +268,8 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
         if cluster:
             from redis.asyncio.cluster import RedisCluster
 
-            return cls(RedisCluster.from_url(url, **_limiter_grade(kwargs, asyncio=True,
-                                                                    cluster=True)))  # fmt: skip
+            return cls(_cluster_grade(RedisCluster.from_url(url, **_limiter_grade(
+                kwargs, asyncio=True, cluster=True))))  # fmt: skip
         import redis.asyncio
 
         pool = redis.asyncio.BlockingConnectionPool.from_url(
@@ -268,24 +277,10 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
         )
         return cls(redis.asyncio.Redis.from_pool(pool))
 
-    async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
-                        charge: bool) -> Reply:  # fmt: skip
-        args = script_args(plan, keys, now, cost, charge)
-        script = self._script
-        execute: Any = self._client.execute_command
-        try:
-            if self._uninitialized:
-                await self._client.initialize()
-                self._uninitialized = False
-            try:
-                return await execute("EVALSHA", script.sha, *args)  # type: ignore[no-any-return]
-            except self._noscript:
-                return await execute("EVAL", script.text, *args)  # type: ignore[no-any-return]
-        except self._errors as error:
-            raise self._failed(error) from error
-
-    async def adelete(self, keys: Sequence[str]) -> None:
-        try:
-            await self._client.delete(*keys)
-        except self._errors as error:
-            raise self._failed(error) from error
+    async def _send(self, command: list[Any]) -> Any:
+        """Send one command and await its reply: the one place an async Redis store talks to
+        its client (a batching sender can replace it)."""
+        if self._uninitialized:
+            await self._client.initialize()
+            self._uninitialized = False
+        return await self._client.execute_command(*command)

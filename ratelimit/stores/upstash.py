@@ -16,14 +16,11 @@ passed in with retries on gets a :class:`RuntimeWarning`.
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ratelimit.breaker import CircuitBreaker
-from ratelimit.errors import ConfigurationError, StoreError
-from ratelimit.scripts import limiter_script
-from ratelimit.stores.base import AsyncStore, Plan, Reply, Store, script_args
+from ratelimit.errors import ConfigurationError
+from ratelimit.stores.base import AsyncScriptStore, ScriptCalls, ScriptStore
 
 if TYPE_CHECKING:
     import upstash_redis
@@ -51,6 +48,35 @@ def _credentials(owner: str) -> tuple[str, str]:
     return os.environ[URL_ENV], os.environ[TOKEN_ENV]
 
 
+def _endpoint(owner: str, url: object, token: object) -> tuple[str, str]:
+    """``url`` and ``token`` without the spaces and line ends around them (a pasted environment
+    variable often ends in a newline). Raises ConfigurationError, naming the value, for
+    anything but an ``http(s)://`` URL and a token, without spaces or control characters."""
+    import re
+
+    if not isinstance(url, str) or not isinstance(token, str):
+        raise ConfigurationError(f"{owner} needs a REST URL and token as text, got {url!r}")
+    url, token = url.strip(), token.strip()
+    bad = re.compile(r"[\s\x00-\x1f\x7f]")
+    if not re.match(r"https?://[^/?#]+", url, re.IGNORECASE | re.ASCII) or bad.search(url):
+        raise ConfigurationError(
+            f"{owner}: the REST URL must be http(s)://host without spaces, got {url!r}"
+        )
+    if not token or bad.search(token):
+        raise ConfigurationError(
+            f"{owner}: the REST token must be non-empty, without spaces or control characters"
+        )
+    return url, token
+
+
+def _checked_client(owner: str, client: object) -> None:
+    """Raises ConfigurationError for a client without a callable ``execute``."""
+    if not callable(getattr(client, "execute", None)):
+        raise ConfigurationError(
+            f"{owner} needs an upstash_redis client (with execute()), got {client!r}"
+        )
+
+
 def _client_options(timeout: float, kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -67,9 +93,9 @@ def _set_timeout(client: Any, timeout: float) -> None:
     client._http._client.timeout = httpx.Timeout(timeout)
 
 
-class _UpstashBase:
-    """What the sync and async stores share: the script, the checks on the client, the reply
-    and the errors. Does no I/O."""
+class _UpstashBase(ScriptCalls):
+    """What the sync and async stores share: the checks on the client and what its errors
+    mean. Does no I/O. Scripts only (``EVALSHA``): Upstash has no function libraries."""
 
     def __init__(self, client: Any, breaker: CircuitBreaker | bool) -> None:
         import httpx
@@ -77,7 +103,8 @@ class _UpstashBase:
 
         self.breaker = CircuitBreaker.for_store(breaker, type(self).__name__)
         self._client = client
-        self._script = limiter_script()
+        self._setup_calls()
+        self._reply_errors = (UpstashError,)
         self._upstash_error: type[Exception] = UpstashError
         # What a transport error says about the check: never reached the server / sent, but
         # the reply was lost (it may have run) / anything else httpx raises.
@@ -89,14 +116,10 @@ class _UpstashBase:
         retries = getattr(http, "_retries", 0)
         if isinstance(retries, int) and retries > 0:
             interval = getattr(http, "_retry_interval", "?")
-            warnings.warn(
-                f"{type(self).__name__}: this upstash_redis client retries a failed request "
-                f"(rest_retries={retries}, {interval} s apart). A check whose reply was lost "
-                "would run again and be counted twice, and an unreachable endpoint would stall "
-                "every check. Build the client with rest_retries=0, or use "
-                f"{type(self).__name__}.from_env().",
-                RuntimeWarning,
-                stacklevel=3,
+            self._warn_retries(
+                retries,
+                f"rest_retries={retries}, {interval} s apart",
+                f"Build the client with rest_retries=0, or use {type(self).__name__}.from_env().",
             )
 
     @property
@@ -104,20 +127,7 @@ class _UpstashBase:
         """The upstash-redis client this store uses."""
         return self._client
 
-    def _is_noscript(self, error: Exception) -> bool:
-        return isinstance(error, self._upstash_error) and "NOSCRIPT" in str(error)
-
-    def _reply(self, raw: object) -> Reply:
-        """The script's reply as a list of ints. upstash-redis hands integers back as JSON
-        numbers, and strings base64-decoded to ``str``; anything else is a StoreError."""
-        if isinstance(raw, list) and raw:
-            try:
-                return [x if type(x) is int else int(x) for x in raw]
-            except (TypeError, ValueError):
-                pass
-        raise StoreError(f"{type(self).__name__}: unexpected script reply {raw!r}")
-
-    def _failed(self, error: Exception) -> StoreError:
+    def _describe(self, error: BaseException) -> str:
         name = type(self).__name__
         cause = f"{type(error).__name__}: {error}"
         if isinstance(error, self._upstash_error):
@@ -142,13 +152,13 @@ class _UpstashBase:
             message = f"{name}: {self._url} did not answer in Upstash's JSON ({cause})"
         else:
             message = f"{name} failed: {cause}"
-        return StoreError(message)
+        return message
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._client!r}, url={self._url!r})"
 
 
-class UpstashStore(_UpstashBase, Store):
+class UpstashStore(_UpstashBase, ScriptStore):
     """Limiter state in Redis reached over HTTP (Upstash's REST API), through a sync client.
 
     Takes an ``upstash_redis.Redis``. Each ``hit``/``peek`` is one HTTP request, an ``EVALSHA``
@@ -182,6 +192,7 @@ class UpstashStore(_UpstashBase, Store):
     ) -> None:
         import inspect
 
+        _checked_client("UpstashStore", client)
         if inspect.iscoroutinefunction(getattr(client, "execute", None)):
             raise ConfigurationError(
                 f"UpstashStore needs a sync client (upstash_redis.Redis), got {client!r}; "
@@ -202,38 +213,21 @@ class UpstashStore(_UpstashBase, Store):
     @classmethod
     def from_url(cls, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT,
                  breaker: CircuitBreaker | bool = True, **kwargs: Any) -> UpstashStore:  # fmt: skip
-        """As :meth:`from_env`, with the REST URL and token given."""
+        """As :meth:`from_env`, with the REST URL and token given (spaces and line ends
+        around them are dropped). Raises ConfigurationError for a URL that is not
+        ``http(s)://host`` or a token with spaces or control characters inside."""
         import upstash_redis
 
+        url, token = _endpoint(cls.__name__, url, token)
         client = upstash_redis.Redis(url=url, token=token, **_client_options(timeout, kwargs))
         _set_timeout(client, timeout)
         return cls(client, breaker=breaker)
 
-    def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
-                 charge: bool) -> Reply:  # fmt: skip
-        command: list[Any] = ["EVALSHA", self._script.sha, *script_args(plan, keys, now, cost,
-                                                                         charge)]  # fmt: skip
-        execute = self._client.execute
-        try:
-            try:
-                raw = execute(command)
-            except self._upstash_error as error:
-                if not self._is_noscript(error):
-                    raise
-                command[:2] = ["EVAL", self._script.text]
-                raw = execute(command)
-        except Exception as error:
-            raise self._failed(error) from error
-        return self._reply(raw)
-
-    def delete(self, keys: Sequence[str]) -> None:
-        try:
-            self._client.execute(["DEL", *keys])
-        except Exception as error:
-            raise self._failed(error) from error
+    def _send(self, command: list[Any]) -> Any:
+        return self._client.execute(command)
 
 
-class AsyncUpstashStore(_UpstashBase, AsyncStore):
+class AsyncUpstashStore(_UpstashBase, AsyncScriptStore):
     """:class:`UpstashStore` for ``upstash_redis.asyncio.Redis``.
 
     The same script, request count, rules and parameters, with an
@@ -249,6 +243,7 @@ class AsyncUpstashStore(_UpstashBase, AsyncStore):
     ) -> None:
         import inspect
 
+        _checked_client("AsyncUpstashStore", client)
         if not inspect.iscoroutinefunction(getattr(client, "execute", None)):
             raise ConfigurationError(
                 f"AsyncUpstashStore needs an async client (upstash_redis.asyncio.Redis), got "
@@ -270,31 +265,12 @@ class AsyncUpstashStore(_UpstashBase, AsyncStore):
         """As :meth:`UpstashStore.from_url`, with an ``upstash_redis.asyncio.Redis``."""
         import upstash_redis.asyncio
 
+        url, token = _endpoint(cls.__name__, url, token)
         client = upstash_redis.asyncio.Redis(
             url=url, token=token, **_client_options(timeout, kwargs)
         )
         _set_timeout(client, timeout)
         return cls(client, breaker=breaker)
 
-    async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
-                        charge: bool) -> Reply:  # fmt: skip
-        command: list[Any] = ["EVALSHA", self._script.sha, *script_args(plan, keys, now, cost,
-                                                                         charge)]  # fmt: skip
-        execute = self._client.execute
-        try:
-            try:
-                raw = await execute(command)
-            except self._upstash_error as error:
-                if not self._is_noscript(error):
-                    raise
-                command[:2] = ["EVAL", self._script.text]
-                raw = await execute(command)
-        except Exception as error:
-            raise self._failed(error) from error
-        return self._reply(raw)
-
-    async def adelete(self, keys: Sequence[str]) -> None:
-        try:
-            await self._client.execute(["DEL", *keys])
-        except Exception as error:
-            raise self._failed(error) from error
+    async def _send(self, command: list[Any]) -> Any:
+        return await self._client.execute(command)
