@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from ratelimit._logging import logger
@@ -45,6 +46,12 @@ _ERROR_RETRY: Final = 1.0
 _KEY_CACHE: Final = 4096
 #: Denied keys a limiter on a remote store remembers by default.
 DENY_CACHE_SIZE: Final = 10_000
+#: Seconds between two store calls a limiter with an ``on_event`` listener times (for
+#: ``Event.duration``): every call at low traffic, about 100 a second at most under load.
+TIME_EVERY: float = 0.01
+# When the store call being timed started (perf_counter), or 0.0: per thread and per asyncio
+# task, so concurrent checks never mix. Set for timed calls only (a set costs a Token).
+_STARTED: ContextVar[float] = ContextVar("ratelimit_started", default=0.0)
 
 
 def identifier(key: str) -> str:
@@ -178,8 +185,8 @@ class _LimiterBase:
     denied keys and events. The two faces only differ in how they call the store."""
 
     __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_keys",
-                 "_on_error", "_on_event", "_per_node", "_plan", "_prefix", "_sleep", "_store",
-                 "_store_clock", "_suffixes")  # fmt: skip
+                 "_on_error", "_on_event", "_per_node", "_plan", "_prefix", "_shadow", "_sleep",
+                 "_store", "_store_clock", "_suffixes", "_time_at")  # fmt: skip
     #: True for the face that runs on an event loop (an async on_event listener is awaited).
     _awaits: ClassVar[bool] = False
 
@@ -192,6 +199,7 @@ class _LimiterBase:
         clock: Callable[[], float] | None,
         deny_cache: int | None,
         on_event: Callable[[Event], object] | None,
+        shadow: bool = False,
     ) -> None:
         policies = _policies(limits)
         if not isinstance(prefix, str) or not prefix or _PREFIX_UNSAFE.search(prefix):
@@ -202,6 +210,13 @@ class _LimiterBase:
         if on_error not in ("allow", "deny", "raise"):
             raise ConfigurationError(
                 f"on_error must be 'allow', 'deny' or 'raise', got {on_error!r}"
+            )
+        if not isinstance(shadow, bool):
+            raise ConfigurationError(f"shadow must be True or False, got {shadow!r}")
+        if shadow and on_error != "allow":
+            raise ConfigurationError(
+                f"a shadow limiter never denies nor raises: on_error must be 'allow', "
+                f"got {on_error!r}"
             )
         if clock is not None and not callable(clock):
             raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
@@ -224,6 +239,8 @@ class _LimiterBase:
         self._sleep: Callable[[float], object] | None = None
         self._denied = DeniedCache(deny_cache) if deny_cache else None
         self._on_event = on_event
+        self._shadow = shadow
+        self._time_at = 0.0  # when to time the next store call (perf_counter)
         self._breaker: CircuitBreaker | None = store.breaker
         # A cluster store keeps one breaker per master: one dead master must not take the
         # keys of the others down with it.
@@ -249,6 +266,11 @@ class _LimiterBase:
     def on_error(self) -> OnError:
         """What a store failure decides: ``"allow"``, ``"deny"`` or ``"raise"``."""
         return self._on_error
+
+    @property
+    def shadow(self) -> bool:
+        """True when the limiter decides and reports but never denies (``shadow=True``)."""
+        return self._shadow
 
     @property
     def breaker(self) -> CircuitBreaker | None:
@@ -309,10 +331,19 @@ class _LimiterBase:
             started = round((time.monotonic() if clock is None else clock()) * 1000)
             cached = denied.get(key, cost, started)
             if cached is not None:
+                if self._shadow:
+                    cached = _shadowed(cached)
                 if self._on_event is not None:
-                    self._emit("cached", cached.policy)
+                    self._emit("shadow_denied" if self._shadow else "cached", cached.policy,
+                               None, cached)  # fmt: skip
                 return cached
-        return self._admit(keys, started)
+        admitted = self._admit(keys, started)
+        if self._on_event is not None and type(admitted) is tuple:
+            now = time.perf_counter()  # time this store call, at most once per TIME_EVERY
+            if now >= self._time_at:
+                self._time_at = now + TIME_EVERY
+                _STARTED.set(now)
+        return admitted
 
     def _admit(self, keys: list[str], started: int = 0) -> Decision | _Admitted:
         """The breaker's word on a call for ``keys``: ``(keys, breaker, ticket, started)``
@@ -337,14 +368,20 @@ class _LimiterBase:
         if breaker is not None and breaker.state != "closed":
             breaker.success(ticket)
         decision = self._decide(reply)
+        kind: EventKind = "allowed"
         denied = self._denied
-        if denied is not None:
-            if decision.allowed:
+        if decision.allowed:
+            if denied is not None:
                 denied.allowed(key, cost)
-            else:
+        else:
+            kind = "denied"
+            if denied is not None:  # the real denial: _start shadows it again when it answers
                 denied.put(key, cost, decision, started)
+            if self._shadow:
+                decision, kind = _shadowed(decision), "shadow_denied"
         if self._on_event is not None:
-            self._emit("allowed" if decision.allowed else "denied", decision.policy)
+            timed = _STARTED.get()
+            self._emit(kind, decision.policy, None, decision, _took(timed) if timed else None)
         return decision
 
     def _decide(self, reply: Reply) -> Decision:
@@ -377,7 +414,9 @@ class _LimiterBase:
             else:  # the store answered (a slot moving): it is up, this check just failed
                 breaker.success(ticket)
         if self._on_event is not None:
-            self._emit("store_error", self._plan.policies[0], error)
+            started = _STARTED.get()
+            took = _took(started) if started and error is not None else None
+            self._emit("store_error", self._plan.policies[0], error, None, took)
         if self._on_error == "raise":
             if error is not None:
                 raise error
@@ -406,13 +445,13 @@ class _LimiterBase:
             self._denied.discard(key)
         return keys
 
-    def _emit(self, kind: EventKind, policy: Policy | None,
-              error: BaseException | None = None) -> None:  # fmt: skip
+    def _emit(self, kind: EventKind, policy: Policy | None, error: BaseException | None = None,
+              decision: Decision | None = None, duration: float | None = None) -> None:  # fmt: skip
         listener = self._on_event
         if listener is None:
             return
         try:
-            listener(Event(kind, self._prefix, policy, error))
+            listener(Event(kind, self._prefix, policy, error, decision, duration))
         except Exception:
             logger().exception("ratelimit: on_event listener failed")
 
@@ -429,6 +468,23 @@ class _LimiterBase:
     def __repr__(self) -> str:
         policies = ", ".join(map(repr, self._plan.policies))
         return f"{type(self).__name__}([{policies}], prefix={self._prefix!r})"
+
+
+def _took(started: float) -> float:
+    """Seconds since the timed store call of this check ``started``; forgets the start."""
+    _STARTED.set(0.0)
+    return time.perf_counter() - started
+
+
+def _shadowed(denial: Decision) -> Decision:
+    """What a shadow limiter answers for ``denial``: allowed, ``reason="shadow"``, with the
+    numbers enforcement reports; ``details`` keep enforcement's per-policy verdicts."""
+    details = tuple(
+        Decision(d.allowed, d.limit, d.remaining, d.reset_after, d.retry_after, d.policy)
+        for d in denial.details
+    )
+    return Decision(True, denial.limit, denial.remaining, denial.reset_after,
+                    denial.retry_after, denial.policy, details, "shadow")  # fmt: skip
 
 
 _OPTIONS_DOC = """
@@ -449,6 +505,10 @@ _OPTIONS_DOC = """
     and each breaker change, for metrics (labels: kind, prefix, policy id; never the key); an
     ``async def`` one is run as a task by AsyncLimiter and refused by Limiter. The store's
     breaker holds the limiter weakly: a dropped limiter is collected and hears no more.
+    ``shadow=True`` decides, charges and reports as enforcement would, but never denies: a
+    would-be denial comes back ``allowed=True, reason="shadow"`` with enforcement's
+    ``remaining``, ``retry_after`` and ``reset_after``, charges nothing, and emits
+    ``"shadow_denied"``; ``wait`` never sleeps. It needs ``on_error="allow"``.
 """
 
 
@@ -481,6 +541,7 @@ class Limiter(_LimiterBase):
         clock: Callable[[], float] | None = None,
         deny_cache: int | None = None,
         on_event: Callable[[Event], object] | None = None,
+        shadow: bool = False,
     ) -> None:
         store = MemoryStore() if store is None else store
         if not isinstance(store, Store):
@@ -488,7 +549,7 @@ class Limiter(_LimiterBase):
                 f"Limiter needs a sync store (MemoryStore, RedisStore, UpstashStore), got "
                 f"{store!r}; use AsyncLimiter for async stores"
             )
-        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event)
+        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event, shadow)
         self._store = store
 
     @property
@@ -591,6 +652,7 @@ class AsyncLimiter(_LimiterBase):
         clock: Callable[[], float] | None = None,
         deny_cache: int | None = None,
         on_event: Callable[[Event], object] | None = None,
+        shadow: bool = False,
     ) -> None:
         store = MemoryStore() if store is None else store
         if not isinstance(store, AsyncStore):
@@ -598,7 +660,7 @@ class AsyncLimiter(_LimiterBase):
                 f"AsyncLimiter needs an async store (MemoryStore, AsyncRedisStore, "
                 f"AsyncUpstashStore), got {store!r}; use Limiter for sync stores"
             )
-        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event)
+        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event, shadow)
         self._store = store
 
     @property

@@ -41,11 +41,16 @@ def _tick(limit: int, ms: int, what: str, period: object) -> int:
     raise ConfigurationError(f"{what} over period {period!r} is too large to count exactly")
 
 
+#: The longest period, in milliseconds (100 years): window ends and lease expiries, counted from
+#: the epoch in milliseconds, stay far below 2**53.
+MAX_PERIOD_MS: Final = 100 * 366 * 86_400_000
+
+
 def _period_ms(period: object) -> int:
     """``period`` (seconds as int/float, or a timedelta) as whole milliseconds.
 
-    Raises ConfigurationError for a non-positive period or one that is not a whole number of
-    milliseconds.
+    Raises ConfigurationError for a non-positive period, one longer than 100 years, or one that
+    is not a whole number of milliseconds.
     """
     if isinstance(period, timedelta):
         ms, rest = divmod(period, timedelta(milliseconds=1))
@@ -64,6 +69,8 @@ def _period_ms(period: object) -> int:
         )
     if ms <= 0:
         raise ConfigurationError(f"period must be at least 1 millisecond, got {period!r}")
+    if ms > MAX_PERIOD_MS:
+        raise ConfigurationError(f"period must be at most 100 years, got {period!r}")
     return int(ms)
 
 
