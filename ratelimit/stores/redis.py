@@ -252,6 +252,15 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
         self._uninitialized: bool = type(client).__name__ == "RedisCluster" and hasattr(
             client, "initialize"
         )
+        # Checks of concurrent tasks share writes and reads (stores/_pipeline.py); a cluster
+        # client sends each check on its own.
+        from ratelimit.stores._pipeline import AutoPipeline
+
+        self._execute: Any = (
+            AutoPipeline(client).execute_command
+            if AutoPipeline.supports(client)
+            else client.execute_command
+        )
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> AsyncRedisStore:
@@ -272,7 +281,7 @@ class AsyncRedisStore(_RedisBase, AsyncStore):
                         charge: bool) -> Reply:  # fmt: skip
         args = script_args(plan, keys, now, cost, charge)
         script = self._script
-        execute: Any = self._client.execute_command
+        execute = self._execute
         try:
             if self._uninitialized:
                 await self._client.initialize()
