@@ -121,9 +121,8 @@ class MemoryStore(Store, AsyncStore):
             # an expired state is as good as absent; a charge updates the entry in place
             result = check(entry[0] if entry[1] >= now else None, now, limit, period, rate, cost,
                            charge)  # fmt: skip
-            new = result[4]
-            if new is not None:
-                entry[0] = new
+            if result[4] is not None:
+                entry[0] = result[4]  # the same list when it was charged in place
                 entry[1] = now + result[2]
             return result
 
