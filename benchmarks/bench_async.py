@@ -64,17 +64,23 @@ async def run_tasks(fn: Hit, tasks: int, seconds: float, samples: list[int]) -> 
     return sum(counts) * 1e9 / (clock() - start)
 
 
-async def contenders(url: str, algorithm: str, run: str) -> tuple[dict[str, Hit], list[Any]]:
+async def contenders(
+    url: str, algorithm: str, run: str, timeout: float
+) -> tuple[dict[str, Hit], list[Any]]:
     import ratelimit as rl
 
+    # from_url's limiter-grade settings (blocking pool of 100, no retries), with socket
+    # timeouts of --timeout and a pool wait of 5x that: on a loaded machine 50 ms and 0.5 s
+    # fail the run instead of timing it (200 unpipelined tasks queue for 100 connections)
+    grade = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "timeout": 5 * timeout}
     policy = {"fixed_window": rl.FixedWindow, "sliding_window": rl.SlidingWindow}[algorithm]
     out: dict[str, Hit] = {}
     to_close: list[Any] = []
-    store = rl.AsyncRedisStore.from_url(url)
+    store = rl.AsyncRedisStore.from_url(url, **grade)
     out["ratelimit"] = rl.AsyncLimiter(
         policy(RATE, 60), store=store, prefix=f"rlbench-{run}-a", on_error="raise"
     ).hit
-    plain = rl.AsyncRedisStore.from_url(url)
+    plain = rl.AsyncRedisStore.from_url(url, **grade)
     plain._execute = plain.client.execute_command  # the store's one command path, unpipelined
     out["ratelimit, unpipelined"] = rl.AsyncLimiter(
         policy(RATE, 60), store=plain, prefix=f"rlbench-{run}-b", on_error="raise"
@@ -92,6 +98,8 @@ async def contenders(url: str, algorithm: str, run: str) -> tuple[dict[str, Hit]
             implementation="redispy",
             key_prefix=f"rlbench-{run}-limits",
             max_connections=max(TASKS) + 10,  # its default pool refuses a 200-task burst
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
         strategy = {
             "fixed_window": strategies.FixedWindowRateLimiter,
@@ -107,11 +115,11 @@ async def contenders(url: str, algorithm: str, run: str) -> tuple[dict[str, Hit]
 
 
 async def bench(
-    url: str, run: str, rounds: int, seconds: float, counts: tuple[int, ...]
+    url: str, run: str, rounds: int, seconds: float, counts: tuple[int, ...], timeout: float
 ) -> list[dict[str, Any]]:
     groups = []
     for algorithm in ALGORITHMS:
-        fns, to_close = await contenders(url, algorithm, run)
+        fns, to_close = await contenders(url, algorithm, run, timeout)
         for fn in fns.values():  # scripts loaded, connections open
             await run_tasks(fn, 50, 0.1, [])
         for tasks in counts:
@@ -165,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5, help="per contender and round")
     parser.add_argument("--tasks", default=",".join(map(str, TASKS)), help="e.g. 1,10,50,200")
+    parser.add_argument(
+        "--timeout", type=float, default=1.0, help="socket timeouts of every contender (s)"
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "results", "async.json"))
     args = parser.parse_args(argv)
     run = os.urandom(4).hex()
@@ -181,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         tasks = tuple(int(t) for t in args.tasks.split(","))
-        groups = asyncio.run(bench(url, run, args.rounds, args.seconds, tasks))
+        groups = asyncio.run(bench(url, run, args.rounds, args.seconds, tasks, args.timeout))
     finally:
         if server is not None:
             server.stop()
@@ -205,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "async",
         "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-        "settings": {"rounds": args.rounds, "seconds_per_round": args.seconds, "tasks": tasks},
+        "settings": {
+            "rounds": args.rounds,
+            "seconds_per_round": args.seconds,
+            "tasks": tasks,
+            "socket_timeout": args.timeout,
+        },
         "machine": h.machine_info(),
         "load_average": os.getloadavg(),
         "versions": {d: h.version_of(d) for d in ("redis", "hiredis", "limits")},
