@@ -65,9 +65,11 @@ class AutoPipeline:
         self._flushing = False  # a flush is scheduled for the next turn of the loop
         self._tasks: set[asyncio.Task[None]] = set()  # batches being sent (kept referenced)
         # redis-py < 5.3 wants a command name for get_connection(); later ones warn about it.
-        parameter = inspect.signature(client.connection_pool.get_connection).parameters.get(
-            "command_name"
-        )
+        try:
+            parameters = inspect.signature(client.connection_pool.get_connection).parameters
+        except (TypeError, ValueError):  # no signature to read: assume today's redis-py
+            parameters = {}  # type: ignore[assignment]
+        parameter = parameters.get("command_name")
         self._name_arg = parameter is not None and parameter.default is inspect.Parameter.empty
 
     @staticmethod

@@ -234,8 +234,10 @@ class RedisStore(_RedisBase, Store):
 class AsyncRedisStore(_RedisBase, AsyncStore):
     """:class:`RedisStore` for ``redis.asyncio.Redis`` and ``redis.asyncio.cluster.RedisCluster``.
 
-    The same script and rules; calls await the network instead of blocking.
-    Raises StoreError, chained from redis-py's error.
+    The same script and rules; calls await the network instead of blocking. Checks that
+    concurrent tasks issue while one is in flight go out together in one write (automatic
+    pipelining), each still its own script call with its own reply and error; not on a cluster
+    client, whose checks go one by one. Raises StoreError, chained from redis-py's error.
     """
 
     _client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
