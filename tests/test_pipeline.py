@@ -301,3 +301,37 @@ async def test_a_single_connection_client_is_not_pipelined(server: Server) -> No
     client = server.async_client(single_connection_client=True)
     assert not AutoPipeline.supports(client)
     await client.aclose()
+
+
+async def test_a_restarted_server_is_one_outage_not_one_per_stale_connection(
+    own_server: Server,
+) -> None:
+    """Concurrent checks spread over a few pooled connections; when the server restarts they
+    all die. Each one used to fail a later batch, re-opening the breaker once per connection
+    well after the server was back (a load test saw 4 s of on_error decisions)."""
+    store = rl.AsyncRedisStore.from_url(own_server.url)
+    events: list[str] = []
+    limiter = rl.AsyncLimiter(rl.FixedWindow(10**6, 60), store=store, on_error="allow",
+                              on_event=lambda e: events.append(e.kind))  # fmt: skip
+    began = time.perf_counter()
+    by_on_error: list[float] = []
+    stop = False
+
+    async def client(i: int) -> None:
+        while not stop:
+            decision = await limiter.hit(f"user:{i}")
+            if decision.reason is not None:
+                by_on_error.append(time.perf_counter() - began)
+            await asyncio.sleep(0.001)
+
+    tasks = [asyncio.ensure_future(client(i)) for i in range(32)]
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(own_server.restart)
+    up = time.perf_counter() - began
+    await asyncio.sleep(2.5)
+    stop = True
+    await gather(*tasks)
+    assert by_on_error, "the restart went unnoticed"
+    assert events.count("breaker_open") == 1, events.count("breaker_open")
+    assert max(by_on_error) < up + 1.5, (up, max(by_on_error))
+    await store.client.aclose()

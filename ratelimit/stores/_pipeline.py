@@ -14,6 +14,8 @@ cannot encode. A connection error or timeout is raised to every caller whose rep
 read yet, as it would have been to each of them alone, and the connection is dropped. Every
 read has the connection's own ``socket_timeout``, as a single command's has. Nothing is retried
 here: a caller that wants a fallback (``EVAL`` after ``NOSCRIPT``) sends it as a new command.
+A lost connection also closes the pool's idle connections, which died with the server: each
+would otherwise fail a later batch and re-open the breaker after the server is back.
 The batcher does not look at what it sends: ``EVALSHA``, ``EVAL``, ``FCALL`` and anything
 else are all one to it.
 
@@ -29,6 +31,7 @@ one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -100,6 +103,9 @@ class AutoPipeline:
             self._inflight += 1
             try:
                 return await self._client.execute_command(*args)
+            except Exception as error:
+                await self._lost(error)
+                raise
             finally:
                 self._inflight -= 1
         future: asyncio.Future[Any] = loop.create_future()
@@ -178,8 +184,21 @@ class AutoPipeline:
             _fail(batch, error)
             if not isinstance(error, Exception):
                 raise  # this task itself was cancelled: the loop is closing
+            await self._lost(error)
         finally:
             await pool.release(connection)
+
+    async def _lost(self, error: Exception) -> None:
+        """After a lost connection, close the pool's idle ones too: when the server went away
+        they all died with it, and each would otherwise fail one more batch (and re-open the
+        store's breaker) when it is next taken, long after the server is back. They reconnect
+        when next used."""
+        from redis.exceptions import ConnectionError as LostConnection
+
+        if isinstance(error, LostConnection):
+            # best effort: the error itself goes to the callers
+            with contextlib.suppress(Exception):
+                await self._client.connection_pool.disconnect(inuse_connections=False)
 
 
 def _fail(batch: list[_Item], error: BaseException) -> None:
