@@ -153,14 +153,14 @@ class _LimiterBase:
         )
         if on_event is not None and self._breaker is not None:
             self._breaker.subscribe(self._breaker_event)
-        # A memory store with no cache, breaker or listener in front: a check is the store's
-        # computation and nothing else (hit and peek skip _start and _finish).
         if isinstance(store, MemoryStore) and store.max_keys < len(policies):
             # each policy's write would evict another's key: no limiting at all
             raise ConfigurationError(
                 f"MemoryStore(max_keys={store.max_keys}) cannot hold the {len(policies)} keys "
                 f"(one per policy) of even one identifier; give it max_keys >= {len(policies)}"
             )
+        # A memory store with no cache, breaker or listener in front: a check is the store's
+        # computation and nothing else (hit and peek skip _start and _finish).
         # (store, its one step or None, its one policy or None)
         self._direct: tuple[MemoryStore, Step | None, Policy | None] | None = None
         if type(store) is MemoryStore and self._denied is None and on_event is None:

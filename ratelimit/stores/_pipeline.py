@@ -14,7 +14,7 @@ cannot encode. A connection error or timeout is raised to every caller whose rep
 read yet, as it would have been to each of them alone, and the connection is dropped. Every
 read has the connection's own ``socket_timeout``, as a single command's has. Nothing is retried
 here: a caller that wants a fallback (``EVAL`` after ``NOSCRIPT``) sends it as a new command.
-A lost connection also closes the pool's idle connections, which died with the server: each
+A lost connection also closes the pool's other connections, which died with the server: each
 would otherwise fail a later batch and re-open the breaker after the server is back.
 The batcher does not look at what it sends: ``EVALSHA``, ``EVAL``, ``FCALL`` and anything
 else are all one to it.
@@ -189,16 +189,17 @@ class AutoPipeline:
             await pool.release(connection)
 
     async def _lost(self, error: Exception) -> None:
-        """After a lost connection, close the pool's idle ones too: when the server went away
-        they all died with it, and each would otherwise fail one more batch (and re-open the
-        store's breaker) when it is next taken, long after the server is back. They reconnect
-        when next used."""
+        """After a lost connection, close every connection of the pool: when the server went
+        away they all died with it, and each would otherwise fail one more batch (and re-open
+        the store's breaker) when it is next taken, long after the server is back. Those in
+        use fail their batch now, within the outage already known. All reconnect when next
+        used."""
         from redis.exceptions import ConnectionError as LostConnection
 
         if isinstance(error, LostConnection):
             # best effort: the error itself goes to the callers
             with contextlib.suppress(Exception):
-                await self._client.connection_pool.disconnect(inuse_connections=False)
+                await self._client.connection_pool.disconnect(inuse_connections=True)
 
 
 def _fail(batch: list[_Item], error: BaseException) -> None:
