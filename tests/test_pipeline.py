@@ -35,8 +35,9 @@ def server(request: pytest.FixtureRequest, servers: Any) -> Server:
 
 @pytest.fixture
 async def store(server: Server) -> AsyncIterator[rl.AsyncRedisStore]:
-    """A store built as the README says: ``from_url``."""
-    s = rl.AsyncRedisStore.from_url(server.url)
+    """A store built as the README says, ``from_url``, with 1 s timeouts: these tests are
+    about each check's own reply, and on a loaded machine 50 ms can time a connect out."""
+    s = rl.AsyncRedisStore.from_url(server.url, socket_timeout=1.0, socket_connect_timeout=1.0)
     yield s
     await s.client.aclose()
 
