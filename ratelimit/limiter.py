@@ -21,7 +21,7 @@ from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
 from ratelimit.events import Event, EventKind
 from ratelimit.overrides import AsyncOverrides, Overrides, plan_from_reply
 from ratelimit.policies import Policy, parse
-from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
+from ratelimit.stores.base import AsyncStore, Plan, Reply, Step, Store
 from ratelimit.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ _PREFIX_UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]")
 _ERROR_RETRY: Final = 1.0
 # Store keys remembered per limiter, so a hot identifier is escaped once, not per check.
 _KEY_CACHE: Final = 4096
+_time_ns: Final = time.time_ns
 #: Denied keys a limiter on a remote store remembers by default.
 DENY_CACHE_SIZE: Final = 10_000
 #: Seconds between two store calls a limiter with an ``on_event`` listener times (for
@@ -185,7 +186,8 @@ class _LimiterBase:
     cost checks, the store's reply as a Decision, the failure policy, the breaker, the cache of
     denied keys and events. The two faces only differ in how they call the store."""
 
-    __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_keys",
+    __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_direct",
+                 "_keys",
                  "_on_error", "_on_event", "_overrides", "_per_node", "_plan", "_prefix",
                  "_shadow", "_sleep", "_store", "_store_clock", "_suffixes",
                  "_time_at")  # fmt: skip
@@ -254,6 +256,22 @@ class _LimiterBase:
             # held weakly by the breaker: a limiter that is dropped is collected and hears no
             # more outages
             self._breaker.subscribe(self._breaker_event)
+        if isinstance(store, MemoryStore) and store.max_keys < len(policies):
+            # each policy's write would evict another's key: no limiting at all
+            raise ConfigurationError(
+                f"MemoryStore(max_keys={store.max_keys}) cannot hold the {len(policies)} keys "
+                f"(one per policy) of even one identifier; give it max_keys >= {len(policies)}"
+            )
+        # A memory store with no cache, breaker or listener in front: a check is the store's
+        # computation and nothing else (hit and peek skip _start and _finish).
+        # (store, its one step or None, its one policy or None)
+        self._direct: tuple[MemoryStore, Step | None, Policy | None] | None = None
+        if (type(store) is MemoryStore and self._denied is None and on_event is None
+                and not shadow):  # fmt: skip
+            if len(policies) == 1:
+                self._direct = (store, self._plan.steps[0], policies[0])
+            else:
+                self._direct = (store, None, None)
 
     @property
     def policies(self) -> tuple[Policy, ...]:
@@ -371,6 +389,25 @@ class _LimiterBase:
         if ticket is None:
             return self._failed(None, breaker)
         return keys, breaker, ticket, started
+
+    def _direct_check(self, key: str, cost: int, charge: bool) -> Decision:
+        """``hit`` (``charge``) or ``peek`` on a memory store with nothing in front of it:
+        what :meth:`_start`, the store and :meth:`_finish` do, without the parts that have
+        nothing to do there (cache, breaker, events)."""
+        if type(cost) is not int or not 0 <= cost <= self._capacity:
+            self._check_cost(cost)
+        keys = self._keys.get(key) if type(key) is str else None
+        if keys is None:
+            keys = self._keys_of(key)
+        clock = self._clock
+        now = round(clock() * 1000) if clock is not None else _time_ns() // 1_000_000
+        store, step, policy = self._direct  # type: ignore[misc]
+        if step is None or policy is None or store.has_overrides:
+            return self._decide(store.evaluate(self._plan, keys, now, cost, charge))
+        # one policy: as the store's evaluate and _decide, without the reply list
+        allowed, remaining, reset, retry, _ = store.check_one(step, keys[0], now, cost, charge)
+        return Decision(allowed == 1, policy.limit, remaining, reset / 1000, retry / 1000,
+                        policy, None)  # fmt: skip
 
     def _breaker_for(self, keys: list[str]) -> CircuitBreaker | None:
         """The breaker that guards the store call for ``keys``."""
@@ -592,6 +629,8 @@ class Limiter(_LimiterBase):
         or more than a policy can ever hold); StoreError when the store failed and
         ``on_error="raise"``.
         """
+        if self._direct is not None:
+            return self._direct_check(key, cost, True)
         started = self._start(key, cost)
         if type(started) is not tuple:
             return started  # type: ignore[return-value]
@@ -605,6 +644,8 @@ class Limiter(_LimiterBase):
     def peek(self, key: str, cost: int = 1) -> Decision:
         """The Decision a hit of ``cost`` would get now, charging nothing; ``remaining`` is
         what is there now. Blocks and raises as :meth:`hit` does."""
+        if self._direct is not None:
+            return self._direct_check(key, cost, False)
         started = self._start(key, cost)
         if type(started) is not tuple:
             return started  # type: ignore[return-value]
@@ -704,6 +745,8 @@ class AsyncLimiter(_LimiterBase):
 
     async def hit(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.hit`, awaiting the store."""
+        if self._direct is not None:
+            return self._direct_check(key, cost, True)
         started = self._start(key, cost)
         if type(started) is not tuple:
             return started  # type: ignore[return-value]
@@ -716,6 +759,8 @@ class AsyncLimiter(_LimiterBase):
 
     async def peek(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.peek`, awaiting the store."""
+        if self._direct is not None:
+            return self._direct_check(key, cost, False)
         started = self._start(key, cost)
         if type(started) is not tuple:
             return started  # type: ignore[return-value]
