@@ -1,13 +1,60 @@
-"""The local cache of denied keys: answers a flood from one abuser without a store call."""
+"""Bounded caches: the one helper every in-process cache uses (:class:`BoundedCache`), and
+the local cache of denied keys, which answers a flood from one abuser without a store call."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any, TypeVar
 
 from ratelimit.decision import Decision
 from ratelimit.policies import Policy
 
-__all__ = ["DeniedCache"]
+__all__ = ["BoundedCache", "DeniedCache"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedCache(OrderedDict[K, V]):
+    """A dict of at most ``size`` entries; storing past that drops the least recently stored.
+
+    Reads are plain dict reads (``get``, ``[]``, ``pop``), so a hit costs what a dict's does;
+    only :meth:`put` keeps the bound. Storing a key again makes it the most recent, so an
+    entry that keeps being stored is the last to go while a flood of new keys passes through.
+    A copy (``copy.deepcopy``, ``pickle``) starts empty with the same ``size``.
+
+    Each call is one atomic dict operation under the GIL: a race between two threads can drop
+    one entry too many, never raise, and leaves at most ``size`` entries once both are done.
+    Raises ValueError for a ``size`` below 1.
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"a bounded cache holds at least one entry, got size={size!r}")
+        #: The most entries held.
+        self.size = size
+
+    def put(self, key: K, value: V) -> V:
+        """Store ``value`` under ``key`` as the most recent entry, dropping the least recently
+        stored while there are more than ``size``; returns ``value``."""
+        self.pop(key, None)  # re-inserted at the end, with no KeyError from a racing pop
+        self[key] = value
+        while len(self) > self.size:
+            try:
+                self.popitem(last=False)
+            except KeyError:  # another thread emptied it first
+                break
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.size,))
+
+    def __repr__(self) -> str:
+        return f"BoundedCache(size={self.size}, entries={len(self)})"
+
 
 # One policy's part of a cached denial: allowed, limit, remaining, reset_after and retry_after
 # in whole milliseconds, policy.
@@ -37,8 +84,8 @@ class DeniedCache:
     def __init__(self, size: int) -> None:
         self.size = size
         # key -> (until_ms, cost, at_ms, reset_ms, decision, per-policy parts)
-        self._entries: OrderedDict[str, tuple[int, int, int, int, Decision, tuple[_Part, ...]]] = (
-            OrderedDict()
+        self._entries: BoundedCache[str, tuple[int, int, int, int, Decision, tuple[_Part, ...]]] = (
+            BoundedCache(size)
         )
 
     def __len__(self) -> int:
@@ -92,12 +139,8 @@ class DeniedCache:
                 (d.allowed, d.limit, d.remaining, _ms(d.reset_after), _ms(d.retry_after), d.policy)
                 for d in details
             )
-        entries = self._entries
         until = now_ms + _ms(decision.retry_after)
-        entries[key] = (until, cost, now_ms, _ms(decision.reset_after), decision, parts)
-        entries.move_to_end(key)
-        while len(entries) > self.size:
-            entries.popitem(last=False)
+        self._entries.put(key, (until, cost, now_ms, _ms(decision.reset_after), decision, parts))
 
     def allowed(self, key: str, cost: int) -> None:
         """The store allowed ``cost`` for ``key``: forget its denial unless nothing was

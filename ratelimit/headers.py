@@ -43,6 +43,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
+from ratelimit.cache import BoundedCache
 from ratelimit.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -138,10 +139,10 @@ class Renderer:
         self._legacy = "legacy" in self.modes
         self._names: tuple[str, ...] = tuple(n for m in self.modes for n in _NAMES[m])
         self._raw_names = tuple(n.lower().encode("latin-1") for n in self._names)
-        self._entries: dict[str, tuple[str, str]] = {}
-        self._raw_entries: dict[str, tuple[bytes, bytes]] = {}
+        self._entries: BoundedCache[str, tuple[str, str]] = BoundedCache(4096)
+        self._raw_entries: BoundedCache[str, tuple[bytes, bytes]] = BoundedCache(4096)
         self._fast = self.modes == ("ietf",) and self._secret is None
-        self._joined: dict[tuple[str, ...], str] = {}
+        self._joined: BoundedCache[tuple[str, ...], str] = BoundedCache(1024)
 
     def __repr__(self) -> str:
         return f"Renderer(headers={self.modes!r}, partition_key={self._secret is not None})"
@@ -155,8 +156,7 @@ class Renderer:
         if entry is None:
             name = f'"{policy.id}"'
             entry = (f"{name};q={policy.limit};w={_window_seconds(policy)}", f"{name};r=")
-            if len(self._entries) < 4096:
-                self._entries[policy.id] = entry
+            self._entries.put(policy.id, entry)
         return entry
 
     def policy_value(self, decision: Decision) -> str:
@@ -168,9 +168,7 @@ class Renderer:
         ids = tuple(d.policy.id for d in details)
         text = self._joined.get(ids)
         if text is None:
-            text = ", ".join(self._entry(d.policy)[0] for d in details)
-            if len(self._joined) < 1024:
-                self._joined[ids] = text
+            text = self._joined.put(ids, ", ".join(self._entry(d.policy)[0] for d in details))
         return text
 
     def _pk(self, key: str | None) -> str:
@@ -250,8 +248,7 @@ class Renderer:
         if entry is None:
             policy_text, head = self._entry(policy)
             entry = (policy_text.encode("latin-1"), head.encode("latin-1"))
-            if len(self._raw_entries) < 4096:
-                self._raw_entries[policy.id] = entry
+            self._raw_entries.put(policy.id, entry)
         return entry
 
     def problem(self, decision: Decision) -> tuple[int, dict[str, object]]:

@@ -35,6 +35,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, TypeAlias
 
+from ratelimit.cache import BoundedCache
 from ratelimit.errors import ConfigurationError
 
 __all__ = ["KeyFunction", "client_ip", "header"]
@@ -379,7 +380,7 @@ class ClientIP(KeyFunc):
         self._ipv6_prefix = ipv6_prefix
         self._header = lowered
         self._forwarded = lowered == "forwarded"
-        self._cache: dict[str, tuple[str, bool]] = {}
+        self._cache: BoundedCache[str, tuple[str, bool]] = BoundedCache(_CACHE_SIZE)
 
     def __repr__(self) -> str:
         trusted = [str(n) for n in self._networks] + (["unix"] if self._trust_unix else [])
@@ -406,12 +407,9 @@ class ClientIP(KeyFunc):
         addr = _parse_ip(_node(text))
         if addr is None:
             return None
-        found = (self._key(addr), bool(self._networks) and self._trusted(addr))
-        cache = self._cache
-        if len(cache) >= _CACHE_SIZE:
-            cache.clear()
-        cache[text] = found
-        return found
+        return self._cache.put(
+            text, (self._key(addr), bool(self._networks) and self._trusted(addr))
+        )
 
     def _peer(self, text: str) -> tuple[str, bool]:
         """(key, trusted proxy?) of the direct peer as the server reports it: an address, or
