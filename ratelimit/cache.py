@@ -1,59 +1,40 @@
-"""Bounded caches: the one helper every in-process cache uses (:class:`BoundedCache`), and
+"""Bounded caches: the one helper every in-process cache stores through (:func:`remember`), and
 the local cache of denied keys, which answers a flood from one abuser without a store call."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any, TypeVar
+from itertools import islice
+from typing import TypeVar
 
 from ratelimit.decision import Decision
 from ratelimit.policies import Policy
 
-__all__ = ["BoundedCache", "DeniedCache"]
+__all__ = ["DeniedCache", "remember"]
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 
-class BoundedCache(OrderedDict[K, V]):
-    """A dict of at most ``size`` entries; storing past that drops the least recently stored.
+def remember(cache: dict[K, V], key: K, value: V, size: int) -> V:
+    """Store ``value`` under ``key`` in ``cache``, a plain dict kept to at most ``size``
+    entries: storing a key makes it the most recent, and storing into a full cache first drops
+    the least recently stored sixteenth. Returns ``value``.
 
-    Reads are plain dict reads (``get``, ``[]``, ``pop``), so a hit costs what a dict's does;
-    only :meth:`put` keeps the bound. Storing a key again makes it the most recent, so an
-    entry that keeps being stored is the last to go while a flood of new keys passes through.
-    A copy (``copy.deepcopy``, ``pickle``) starts empty with the same ``size``.
-
-    Each call is one atomic dict operation under the GIL: a race between two threads can drop
-    one entry too many, never raise, and leaves at most ``size`` entries once both are done.
-    Raises ValueError for a ``size`` below 1.
+    Every bounded cache of the library stores through here, so there is one eviction rule.
+    Reads stay plain dict reads (``cache.get``), as cheap as a dict's; dropping a batch keeps a
+    flood of new keys at a constant cost per store. Never raises: under threads each step is
+    one atomic dict operation, and a race at worst drops a few entries early.
     """
-
-    __slots__ = ("size",)
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        if size < 1:
-            raise ValueError(f"a bounded cache holds at least one entry, got size={size!r}")
-        #: The most entries held.
-        self.size = size
-
-    def put(self, key: K, value: V) -> V:
-        """Store ``value`` under ``key`` as the most recent entry, dropping the least recently
-        stored while there are more than ``size``; returns ``value``."""
-        self.pop(key, None)  # re-inserted at the end, with no KeyError from a racing pop
-        self[key] = value
-        while len(self) > self.size:
-            try:
-                self.popitem(last=False)
-            except KeyError:  # another thread emptied it first
-                break
-        return value
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.size,))
-
-    def __repr__(self) -> str:
-        return f"BoundedCache(size={self.size}, entries={len(self)})"
+    cache.pop(key, None)  # stored again: moves to the end
+    if len(cache) >= size:
+        try:
+            oldest = list(islice(cache, size // 16 + 1))
+        except RuntimeError:  # changed by another thread meanwhile: drop nothing now
+            oldest = []
+        for old in oldest:
+            cache.pop(old, None)
+    cache[key] = value
+    return value
 
 
 # One policy's part of a cached denial: allowed, limit, remaining, reset_after and retry_after
@@ -62,7 +43,8 @@ _Part = tuple[bool, int, int, int, int, Policy]
 
 
 class DeniedCache:
-    """Remembers recent denials, each until its ``retry_after``, least recently used first out.
+    """Remembers recent denials, each until its ``retry_after``, the least recently stored first
+    out (see :func:`remember`).
 
     It answers only what the store would answer at that moment: a denial of cost ``c`` at
     ``t`` stays true until ``t + retry_after`` (other hits only push it later), so while it
@@ -84,9 +66,7 @@ class DeniedCache:
     def __init__(self, size: int) -> None:
         self.size = size
         # key -> (until_ms, cost, at_ms, reset_ms, decision, per-policy parts)
-        self._entries: BoundedCache[str, tuple[int, int, int, int, Decision, tuple[_Part, ...]]] = (
-            BoundedCache(size)
-        )
+        self._entries: dict[str, tuple[int, int, int, int, Decision, tuple[_Part, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -140,7 +120,8 @@ class DeniedCache:
                 for d in details
             )
         until = now_ms + _ms(decision.retry_after)
-        self._entries.put(key, (until, cost, now_ms, _ms(decision.reset_after), decision, parts))
+        entry = (until, cost, now_ms, _ms(decision.reset_after), decision, parts)
+        remember(self._entries, key, entry, self.size)
 
     def allowed(self, key: str, cost: int) -> None:
         """The store allowed ``cost`` for ``key``: forget its denial unless nothing was

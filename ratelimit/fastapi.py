@@ -53,7 +53,7 @@ from ratelimit._web import (
     template_name,
 )
 from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, route_path
-from ratelimit.cache import BoundedCache
+from ratelimit.cache import remember
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.headers import PROBLEM_JSON, HeadersOption, Renderer
@@ -151,9 +151,7 @@ class RateLimit:
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be non-empty text, got {name!r}")
         self._prefix = None if name is None else name + "|"
-        self._route_prefixes: BoundedCache[
-            int, tuple[object, list[tuple[Callable[[str], bool], str]]]
-        ] = BoundedCache(10_000)
+        self._route_prefixes: dict[int, tuple[object, list[tuple[Callable[[str], bool], str]]]] = {}
 
     def __repr__(self) -> str:
         return f"RateLimit({self.limiter!r}, key={self.key!r})"
@@ -169,7 +167,8 @@ class RateLimit:
         # Routes are not hashable; the cache holds the route itself so its id stays its own.
         cached = self._route_prefixes.get(id(route))
         if cached is None or cached[0] is not route:
-            cached = self._route_prefixes.put(id(route), (route, _route_prefixes(scope, route)))
+            cached = (route, _route_prefixes(scope, route))
+            remember(self._route_prefixes, id(route), cached, 10_000)
         candidates = cached[1]
         if len(candidates) == 1:
             return candidates[0][1]

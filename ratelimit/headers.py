@@ -43,7 +43,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
-from ratelimit.cache import BoundedCache
+from ratelimit.cache import remember
 from ratelimit.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -139,10 +139,10 @@ class Renderer:
         self._legacy = "legacy" in self.modes
         self._names: tuple[str, ...] = tuple(n for m in self.modes for n in _NAMES[m])
         self._raw_names = tuple(n.lower().encode("latin-1") for n in self._names)
-        self._entries: BoundedCache[str, tuple[str, str]] = BoundedCache(4096)
-        self._raw_entries: BoundedCache[str, tuple[bytes, bytes]] = BoundedCache(4096)
+        self._entries: dict[str, tuple[str, str]] = {}
+        self._raw_entries: dict[str, tuple[bytes, bytes]] = {}
         self._fast = self.modes == ("ietf",) and self._secret is None
-        self._joined: BoundedCache[tuple[str, ...], str] = BoundedCache(1024)
+        self._joined: dict[tuple[str, ...], str] = {}
 
     def __repr__(self) -> str:
         return f"Renderer(headers={self.modes!r}, partition_key={self._secret is not None})"
@@ -156,7 +156,7 @@ class Renderer:
         if entry is None:
             name = f'"{policy.id}"'
             entry = (f"{name};q={policy.limit};w={_window_seconds(policy)}", f"{name};r=")
-            self._entries.put(policy.id, entry)
+            remember(self._entries, policy.id, entry, 4096)
         return entry
 
     def policy_value(self, decision: Decision) -> str:
@@ -168,7 +168,8 @@ class Renderer:
         ids = tuple(d.policy.id for d in details)
         text = self._joined.get(ids)
         if text is None:
-            text = self._joined.put(ids, ", ".join(self._entry(d.policy)[0] for d in details))
+            text = ", ".join(self._entry(d.policy)[0] for d in details)
+            remember(self._joined, ids, text, 1024)
         return text
 
     def _pk(self, key: str | None) -> str:
@@ -248,7 +249,7 @@ class Renderer:
         if entry is None:
             policy_text, head = self._entry(policy)
             entry = (policy_text.encode("latin-1"), head.encode("latin-1"))
-            self._raw_entries.put(policy.id, entry)
+            remember(self._raw_entries, policy.id, entry, 4096)
         return entry
 
     def problem(self, decision: Decision) -> tuple[int, dict[str, object]]:

@@ -35,7 +35,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, TypeAlias
 
-from ratelimit.cache import BoundedCache
+from ratelimit.cache import remember
 from ratelimit.errors import ConfigurationError
 
 __all__ = ["KeyFunction", "client_ip", "header"]
@@ -380,7 +380,7 @@ class ClientIP(KeyFunc):
         self._ipv6_prefix = ipv6_prefix
         self._header = lowered
         self._forwarded = lowered == "forwarded"
-        self._cache: BoundedCache[str, tuple[str, bool]] = BoundedCache(_CACHE_SIZE)
+        self._cache: dict[str, tuple[str, bool]] = {}
 
     def __repr__(self) -> str:
         trusted = [str(n) for n in self._networks] + (["unix"] if self._trust_unix else [])
@@ -407,9 +407,8 @@ class ClientIP(KeyFunc):
         addr = _parse_ip(_node(text))
         if addr is None:
             return None
-        return self._cache.put(
-            text, (self._key(addr), bool(self._networks) and self._trusted(addr))
-        )
+        found = (self._key(addr), bool(self._networks) and self._trusted(addr))
+        return remember(self._cache, text, found, _CACHE_SIZE)
 
     def _peer(self, text: str) -> tuple[str, bool]:
         """(key, trusted proxy?) of the direct peer as the server reports it: an address, or

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from ratelimit._logging import logger
 from ratelimit.breaker import CircuitBreaker
-from ratelimit.cache import BoundedCache, DeniedCache
+from ratelimit.cache import DeniedCache, remember
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
 from ratelimit.events import Event, EventKind
@@ -231,7 +231,7 @@ class _LimiterBase:
         self._plan = Plan(policies)
         self._prefix = prefix
         self._suffixes = tuple("}:" + p.id for p in policies)
-        self._keys: BoundedCache[str, list[str]] = BoundedCache(_KEY_CACHE)
+        self._keys: dict[str, list[str]] = {}
         self._capacity = min(p.limit for p in policies)
         self._on_error: OnError = on_error
         self._clock = clock
@@ -286,7 +286,7 @@ class _LimiterBase:
             head = f"{self._prefix}:{{{identifier(key)}"
             keys = [head + suffix for suffix in self._suffixes]
             if len(key) <= MAX_IDENTIFIER:  # never hold on to a huge key itself
-                self._keys.put(key, keys)
+                remember(self._keys, key, keys, _KEY_CACHE)
         return keys
 
     def _now(self) -> int | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ratelimit._logging import logger
 from ratelimit._web import check_key, check_key_function, matcher
-from ratelimit.cache import BoundedCache
+from ratelimit.cache import remember
 from ratelimit.errors import ConfigurationError
 from ratelimit.headers import Renderer
 from ratelimit.keys import EnvironView, KeyFunc, KeyFunction, client_ip
@@ -165,7 +165,7 @@ class State:
         self._store: Store | None = None
         self._limiters: dict[tuple[str, ...], Limiter] = {}
         self._async_limiters: dict[tuple[str, ...], AsyncLimiter] = {}
-        self._by_text: BoundedCache[str, Limiter] = BoundedCache(1024)
+        self._by_text: dict[str, Limiter] = {}
         # A redis.asyncio client belongs to the event loop it first ran on: one per loop.
         self._per_loop: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[tuple[str, ...], AsyncLimiter]
@@ -209,7 +209,7 @@ class State:
         if limiter is None:
             limiter = self.limiter(policies_of(rate, where))
             if isinstance(rate, str):
-                self._by_text.put(rate, limiter)
+                remember(self._by_text, rate, limiter, 1024)
         return limiter
 
     def async_limiter(self, policies: tuple[Policy, ...]) -> AsyncLimiter:
