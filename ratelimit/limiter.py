@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from ratelimit._logging import logger
 from ratelimit.breaker import CircuitBreaker
-from ratelimit.cache import DeniedCache
+from ratelimit.cache import DeniedCache, remember
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
 from ratelimit.events import Event, EventKind
@@ -320,9 +320,7 @@ class _LimiterBase:
             head = f"{self._prefix}:{{{identifier(key)}"
             keys = [head + suffix for suffix in self._suffixes]
             if len(key) <= MAX_IDENTIFIER:  # never hold on to a huge key itself
-                if len(self._keys) >= _KEY_CACHE:
-                    self._keys.clear()  # a flood of distinct keys: start over, stay bounded
-                self._keys[key] = keys
+                remember(self._keys, key, keys, _KEY_CACHE)
         return keys
 
     def _now(self) -> int | None:
@@ -543,7 +541,12 @@ def _shadowed(denial: Decision) -> Decision:
                     denial.retry_after, denial.policy, details, "shadow")  # fmt: skip
 
 
-_OPTIONS_DOC = """
+class Limiter(_LimiterBase):
+    """Decides, per key, whether a caller may go on; for sync code.
+
+    ``store``: a :class:`MemoryStore` (the default, a new one per limiter), :class:`RedisStore`
+    or :class:`UpstashStore`.
+
     ``limits``: text such as ``"100/minute; 1000/day"`` (see :func:`ratelimit.parse`), a policy,
     or a list of them. Every policy is checked and charged together: a hit is admitted only
     when all of them allow it, and then charged to all of them, in one atomic store call.
@@ -565,19 +568,11 @@ _OPTIONS_DOC = """
     would-be denial comes back ``allowed=True, reason="shadow"`` with enforcement's
     ``remaining``, ``retry_after`` and ``reset_after``, charges nothing, and emits
     ``"shadow_denied"``; ``wait`` never sleeps. It needs ``on_error="allow"``.
-"""
 
-
-class Limiter(_LimiterBase):
-    """Decides, per key, whether a caller may go on; for sync code.
-
-    ``store``: a :class:`MemoryStore` (the default, a new one per limiter), :class:`RedisStore`
-    or :class:`UpstashStore`.
-    {options}
     ::
 
         limiter = rl.Limiter("5/second")
-        if not limiter.hit(f"user:{{user_id}}").allowed:
+        if not limiter.hit(f"user:{user_id}").allowed:
             ...
 
     Methods block on the store's I/O (none for the memory store). Raises ConfigurationError
@@ -698,12 +693,12 @@ class AsyncLimiter(_LimiterBase):
 
     ``store``: a :class:`MemoryStore` (the default), :class:`AsyncRedisStore` or
     :class:`AsyncUpstashStore`. Methods await the store's I/O and never block the event loop
-    on the network.
-    {options}
+    on the network. The other arguments are those of :class:`Limiter`.
+
     ::
 
         limiter = rl.AsyncLimiter("100/minute", store=rl.AsyncRedisStore(client))
-        decision = await limiter.hit(f"ip:{{ip}}")
+        decision = await limiter.hit(f"ip:{ip}")
     """
 
     __slots__ = ()
@@ -802,7 +797,3 @@ class AsyncLimiter(_LimiterBase):
             if self._timed_out(decision, deadline):
                 raise RateLimitExceeded(decision)
             await sleep(decision.retry_after)
-
-
-Limiter.__doc__ = (Limiter.__doc__ or "").format(options=_OPTIONS_DOC)
-AsyncLimiter.__doc__ = (AsyncLimiter.__doc__ or "").format(options=_OPTIONS_DOC)

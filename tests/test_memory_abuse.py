@@ -17,7 +17,7 @@ import time
 import pytest
 
 import ratelimit as rl
-from tests.conftest import Clock
+from tests.support import Clock
 
 MILLION = 1_000_000
 MAX_KEYS = 10_000

@@ -107,10 +107,15 @@ class _ClusterOnFirstUse:
 
 
 def _retries(client: Any) -> int:
-    """How many times redis-py would resend a failed command on this client."""
+    """How many times redis-py would resend a failed command on this client: its ``Retry``'s
+    public ``get_retries()`` (redis-py 6 and later). The one place that reads the private
+    ``_retries`` is the fallback for redis-py 5, which has no public way to ask;
+    tests/test_other_libraries.py checks which of the two the installed version offers. 0 when
+    the client has no ``Retry``."""
     get_retry = getattr(client, "get_retry", None)
     retry = get_retry() if callable(get_retry) else getattr(client, "retry", None)
-    retries = getattr(retry, "_retries", 0)
+    get_retries = getattr(retry, "get_retries", None)
+    retries = get_retries() if callable(get_retries) else getattr(retry, "_retries", 0)
     return retries if isinstance(retries, int) else 0
 
 
