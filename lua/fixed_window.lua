@@ -31,7 +31,11 @@ function fixed_window.report(s, now, limit, period, rate, cost)
   if count + cost <= limit then
     return 1, limit - count, reset, 0
   end
-  return 0, limit - count, reset, start + period - now
+  local remaining = limit - count -- below 0 after a settle charged more than the limit
+  if remaining < 0 then
+    remaining = 0
+  end
+  return 0, remaining, reset, start + period - now
 end
 
 function fixed_window.charge(s, key, now, limit, period, rate, cost)

@@ -18,7 +18,8 @@ from ratelimit.cache import DeniedCache
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
 from ratelimit.events import Event, EventKind
-from ratelimit.policies import Policy, parse
+from ratelimit.lease import Acquiring, AsyncLease, Lease, new_lease_id
+from ratelimit.policies import Concurrency, Policy, parse
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
 from ratelimit.stores.memory import MemoryStore
 
@@ -35,6 +36,8 @@ _UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]|\A#")
 _PREFIX_UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]")
 # How long a store-error denial asks clients to wait at least, in seconds.
 _ERROR_RETRY: Final = 1.0
+# The cost check of a limiter made of Concurrency policies alone: nothing to charge it to.
+_ANY_COST: Final = 2**53
 # Store keys remembered per limiter, so a hot identifier is escaped once, not per check.
 _KEY_CACHE: Final = 4096
 #: Denied keys a limiter on a remote store remembers by default.
@@ -99,9 +102,10 @@ class _LimiterBase:
     cost checks, the store's reply as a Decision, the failure policy, the breaker, the cache of
     denied keys and events. The two faces only differ in how they call the store."""
 
-    __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_keys", "_on_error",
-                 "_on_event", "_per_node", "_plan", "_prefix", "_sleep", "_store",
-                 "_store_clock", "_suffixes")  # fmt: skip
+    __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_keys", "_leases_ms",
+                 "_on_error", "_on_event", "_per_node", "_plan", "_prefix", "_rate_plan",
+                 "_rates", "_sleep", "_slots", "_store", "_store_clock",
+                 "_suffixes")  # fmt: skip
 
     def __init__(
         self,
@@ -137,7 +141,13 @@ class _LimiterBase:
         self._prefix = prefix
         self._suffixes = tuple("}:" + p.id for p in policies)
         self._keys: dict[str, list[str]] = {}
-        self._capacity = min(p.limit for p in policies)
+        # Leases: which policies hold slots (Concurrency) and which are charged (the rates);
+        # the cost check ignores slots, which take one each whatever the cost.
+        self._slots = tuple(i for i, p in enumerate(policies) if isinstance(p, Concurrency))
+        self._rates = tuple(i for i, p in enumerate(policies) if not isinstance(p, Concurrency))
+        self._rate_plan = Plan([policies[i] for i in self._rates]) if self._rates else None
+        self._leases_ms = tuple(policies[i].period_ms for i in self._slots)
+        self._capacity = min((policies[i].limit for i in self._rates), default=_ANY_COST)
         self._on_error: OnError = on_error
         self._clock = clock
         self._store_clock = clock is None and not store.needs_clock
@@ -206,7 +216,7 @@ class _LimiterBase:
             raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}")
         if cost < 0:
             raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}")
-        smallest = min(self._plan.policies, key=lambda p: p.limit)
+        smallest = min(self._rate_plan.policies, key=lambda p: p.limit)  # type: ignore[union-attr]
         raise ConfigurationError(
             f"cost {cost} is more than {smallest!r} can ever allow ({smallest.limit}): "
             "such a hit would be denied forever"
@@ -241,7 +251,11 @@ class _LimiterBase:
             breaker.success()
         decision = self._decide(reply)
         denied = self._denied
-        if denied is not None and not decision.allowed:
+        if (
+            denied is not None
+            and not decision.allowed
+            and not isinstance(decision.policy, Concurrency)
+        ):  # a release elsewhere can end a Concurrency denial at any moment
             denied.put(key, cost, decision, self._local())
         if self._on_event is not None:
             self._emit("allowed" if decision.allowed else "denied", decision.policy)
@@ -309,6 +323,42 @@ class _LimiterBase:
     def _breaker_event(self, event: str, breaker: CircuitBreaker) -> None:
         kind: EventKind = "breaker_open" if event == "open" else "breaker_closed"
         self._emit(kind, None, breaker.last_error if event == "open" else None)
+
+    # Leases: the parts of acquire, release, renew and settle that do no I/O.
+
+    def _refuse_hit(self) -> None:
+        raise ConfigurationError(
+            f"{type(self).__name__} holds a Concurrency policy: use acquire() and release the "
+            "lease (a slot taken by hit() could never be released)"
+        )
+
+    def _slot_keys(self, lease: Lease | AsyncLease) -> list[str]:
+        return [lease._keys[i] for i in self._slots]
+
+    def _rate_keys(self, lease: Lease | AsyncLease) -> list[str]:
+        return [lease._keys[i] for i in self._rates]
+
+    def _may_call(self, keys: list[str]) -> CircuitBreaker | Literal[False] | None:
+        """The breaker guarding a lease call on ``keys``, or False when it is open (the call
+        is not made)."""
+        breaker = self._breaker_for(keys)
+        if breaker is not None and not breaker.allow():
+            return False
+        return breaker
+
+    def _release_failed(self, error: StoreError, breaker: CircuitBreaker | None) -> None:
+        """A release failed: told to the breaker (which logs once per outage) and left to the
+        lease's expiry; never raised."""
+        if breaker is not None:
+            breaker.failure(error)
+        else:
+            logger().warning("ratelimit: a lease release failed (%s); its lease expiry frees "
+                             "the slot", error)  # fmt: skip
+        self._emit("store_error", self._plan.policies[self._slots[0]], error)
+
+    def _answered(self, breaker: CircuitBreaker | None) -> None:
+        if breaker is not None and breaker.state != "closed":
+            breaker.success()
 
     def _timed_out(self, decision: Decision, deadline: float | None) -> bool:
         if deadline is None:
@@ -389,8 +439,11 @@ class Limiter(_LimiterBase):
         ``cost=0`` only looks. Blocks on one store call (none when a cached denial or the open
         breaker answers). Raises ConfigurationError for a bad key or cost (negative, not an int,
         or more than a policy can ever hold); StoreError when the store failed and
-        ``on_error="raise"``.
+        ``on_error="raise"``; ConfigurationError on a limiter holding a Concurrency policy
+        (use :meth:`acquire`).
         """
+        if self._slots:
+            self._refuse_hit()
         keys = self._start(key, cost)
         if type(keys) is not list:
             return keys  # type: ignore[return-value]
@@ -411,6 +464,90 @@ class Limiter(_LimiterBase):
         except StoreError as error:
             return self._failed(error, self._breaker_for(keys))
         return self._finish(key, cost, reply, keys)
+
+    def acquire(self, key: str, cost: int = 1) -> Lease:
+        """Take a slot in every Concurrency policy and charge ``cost`` to every rate policy,
+        all or nothing, in one store call; returns the :class:`Lease` (``allowed``,
+        ``decision``, ``release()``, ``renew()``, ``settle()``).
+
+        ``with limiter.acquire(key) as decision:`` raises RateLimitExceeded when denied and
+        releases on exit. A lease takes one slot whatever its cost; ``cost=0`` charges the rate
+        policies nothing. A store failure follows ``on_error`` as :meth:`hit` does (``allow``:
+        a lease that holds nothing). Blocks on one store call. Raises as :meth:`hit` does.
+        """
+        keys = self._start(key, cost)
+        if type(keys) is not list:
+            return Lease(self, key, keys)  # type: ignore[arg-type]
+        lease_id = new_lease_id()
+        try:
+            reply = self._store.acquire(self._plan, keys, self._now(), cost, lease_id)
+        except StoreError as error:
+            return Lease(self, key, self._failed(error, self._breaker_for(keys)))
+        decision = self._finish(key, cost, reply, keys)
+        if not decision.allowed:
+            return Lease(self, key, decision)
+        return Lease(self, key, decision, lease_id, keys, reply[-1], cost)
+
+    def _release(self, lease: Lease) -> None:
+        if not self._slots:
+            return
+        keys = self._slot_keys(lease)
+        breaker = self._may_call(keys)
+        if breaker is False:
+            return  # the store is known to be down: the lease expiry frees the slots
+        try:
+            self._store.release(keys, lease.id)  # type: ignore[arg-type]
+        except StoreError as error:
+            self._release_failed(error, breaker)
+        else:
+            self._answered(breaker)
+
+    def _renew(self, lease: Lease) -> bool:
+        if not self._slots:
+            return True
+        keys = self._slot_keys(lease)
+        breaker = self._may_call(keys)
+        if breaker is False:
+            self._failed(None, self._breaker_for(keys))
+            return False
+        try:
+            reply = self._store.renew(keys, self._now(), lease.id, self._leases_ms)  # type: ignore[arg-type]
+        except StoreError as error:
+            self._failed(error, breaker)
+            return False
+        self._answered(breaker)
+        return reply[0] == 1
+
+    def _settle(self, lease: Lease, actual: int) -> list[int] | None:
+        if self._rate_plan is None:
+            return []
+        keys = self._rate_keys(lease)
+        breaker = self._may_call(keys)
+        if breaker is False:
+            self._failed(None, self._breaker_for(keys))
+            return None
+        try:
+            charged = self._store.settle(
+                self._rate_plan, keys, self._now(), lease._acquired, lease._charged or [], actual
+            )
+        except StoreError as error:
+            self._failed(error, breaker)
+            return None
+        self._answered(breaker)
+        return charged
+        keys = self._rate_keys(lease)
+        breaker = self._may_call(keys)
+        if breaker is False:
+            self._failed(None, self._breaker_for(keys))
+            return False
+        try:
+            self._store.settle(self._rate_plan, keys, self._now(), lease._acquired,
+                               lease._charged or 0, actual)  # fmt: skip
+        except StoreError as error:
+            self._failed(error, breaker)
+            return False
+        self._answered(breaker)
+        return True
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s state in every policy (deletes its exact store keys) and its
@@ -483,6 +620,8 @@ class AsyncLimiter(_LimiterBase):
 
     async def hit(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.hit`, awaiting the store."""
+        if self._slots:
+            self._refuse_hit()
         keys = self._start(key, cost)
         if type(keys) is not list:
             return keys  # type: ignore[return-value]
@@ -502,6 +641,87 @@ class AsyncLimiter(_LimiterBase):
         except StoreError as error:
             return self._failed(error, self._breaker_for(keys))
         return self._finish(key, cost, reply, keys)
+
+    def acquire(self, key: str, cost: int = 1) -> Acquiring:
+        """As :meth:`Limiter.acquire`: ``lease = await alimiter.acquire(key)`` gives the
+        :class:`AsyncLease`; ``async with alimiter.acquire(key) as decision:`` raises
+        RateLimitExceeded when denied and releases on exit. Nothing is sent before either."""
+        return Acquiring(self, key, cost)
+
+    async def _acquire(self, key: str, cost: int) -> AsyncLease:
+        keys = self._start(key, cost)
+        if type(keys) is not list:
+            return AsyncLease(self, key, keys)  # type: ignore[arg-type]
+        lease_id = new_lease_id()
+        try:
+            reply = await self._store.aacquire(self._plan, keys, self._now(), cost, lease_id)
+        except StoreError as error:
+            return AsyncLease(self, key, self._failed(error, self._breaker_for(keys)))
+        decision = self._finish(key, cost, reply, keys)
+        if not decision.allowed:
+            return AsyncLease(self, key, decision)
+        return AsyncLease(self, key, decision, lease_id, keys, reply[-1], cost)
+
+    async def _release(self, lease: AsyncLease) -> None:
+        if not self._slots:
+            return
+        keys = self._slot_keys(lease)
+        breaker = self._may_call(keys)
+        if breaker is False:
+            return
+        try:
+            await self._store.arelease(keys, lease.id)  # type: ignore[arg-type]
+        except StoreError as error:
+            self._release_failed(error, breaker)
+        else:
+            self._answered(breaker)
+
+    async def _renew(self, lease: AsyncLease) -> bool:
+        if not self._slots:
+            return True
+        keys = self._slot_keys(lease)
+        breaker = self._may_call(keys)
+        if breaker is False:
+            self._failed(None, self._breaker_for(keys))
+            return False
+        try:
+            reply = await self._store.arenew(keys, self._now(), lease.id, self._leases_ms)  # type: ignore[arg-type]
+        except StoreError as error:
+            self._failed(error, breaker)
+            return False
+        self._answered(breaker)
+        return reply[0] == 1
+
+    async def _settle(self, lease: AsyncLease, actual: int) -> list[int] | None:
+        if self._rate_plan is None:
+            return []
+        keys = self._rate_keys(lease)
+        breaker = self._may_call(keys)
+        if breaker is False:
+            self._failed(None, self._breaker_for(keys))
+            return None
+        try:
+            charged = await self._store.asettle(
+                self._rate_plan, keys, self._now(), lease._acquired, lease._charged or [], actual
+            )
+        except StoreError as error:
+            self._failed(error, breaker)
+            return None
+        self._answered(breaker)
+        return charged
+        keys = self._rate_keys(lease)
+        breaker = self._may_call(keys)
+        if breaker is False:
+            self._failed(None, self._breaker_for(keys))
+            return False
+        try:
+            await self._store.asettle(self._rate_plan, keys, self._now(), lease._acquired,
+                                      lease._charged or 0, actual)  # fmt: skip
+        except StoreError as error:
+            self._failed(error, breaker)
+            return False
+        self._answered(breaker)
+        return True
 
     async def reset(self, key: str) -> None:
         """As :meth:`Limiter.reset`, awaiting the store."""

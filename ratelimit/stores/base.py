@@ -96,6 +96,32 @@ class Store:
         """Forget these exact keys. Raises StoreError."""
         raise NotImplementedError
 
+    # Leases: the acquire, release, renew and settle entries of lua/limiter.lua, one call each.
+
+    def acquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                lease: str) -> Reply:  # fmt: skip
+        """As :meth:`evaluate` with a charge, where each Concurrency policy also takes a slot
+        for ``lease`` (an id); the reply ends with the ``now`` used. Raises StoreError."""
+        raise NotImplementedError
+
+    def release(self, keys: Sequence[str], lease: str) -> int:
+        """Free ``lease``'s slots in these Concurrency keys; returns how many. Raises
+        StoreError."""
+        raise NotImplementedError
+
+    def renew(self, keys: Sequence[str], now: int | None, lease: str,
+              leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        """Run ``lease`` for ``leases_ms[i]`` from now again in each key where it is in flight;
+        returns ``[1 if it was in all, else 0, now]``. Raises StoreError."""
+        raise NotImplementedError
+
+    def settle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+               charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        """Settle each rate policy of ``plan`` (keys in its order): the lease that charged it
+        ``charged[i]`` at ``acquired`` (ms) cost ``actual``. Returns the cost now charged in
+        each (``charged[i]`` where nothing could be given back). Raises StoreError."""
+        raise NotImplementedError
+
 
 class AsyncStore:
     """A store the :class:`AsyncLimiter` can use: the same two calls, awaitable."""
@@ -115,6 +141,25 @@ class AsyncStore:
 
     async def adelete(self, keys: Sequence[str]) -> None:
         """As :meth:`Store.delete`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def aacquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                       lease: str) -> Reply:  # fmt: skip
+        """As :meth:`Store.acquire`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def arelease(self, keys: Sequence[str], lease: str) -> int:
+        """As :meth:`Store.release`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def arenew(self, keys: Sequence[str], now: int | None, lease: str,
+                     leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        """As :meth:`Store.renew`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def asettle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+                      charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        """As :meth:`Store.settle`. Raises StoreError."""
         raise NotImplementedError
 
 
@@ -189,6 +234,22 @@ class ScriptCalls:
         if self.functions:
             return ["FCALL", self._check_function, len(keys), *keys, *argv]
         return ["EVALSHA", self._check_sha, len(keys), *keys, *argv]
+
+    def _acquire_command(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                         lease: str) -> Command:  # fmt: skip
+        argv = ("" if now is None else now, cost, "1", plan.spec, lease)
+        return self._entry_command("acquire", keys, argv)
+
+    def _renew_command(self, keys: Sequence[str], now: int | None, lease: str,
+                       leases_ms: Sequence[int]) -> Command:  # fmt: skip
+        argv = ("" if now is None else now, lease, " ".join(map(str, leases_ms)))
+        return self._entry_command("renew", keys, argv)
+
+    def _settle_command(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+                        charged: Sequence[int], actual: int) -> Command:  # fmt: skip
+        argv = ("" if now is None else now, acquired, " ".join(map(str, charged)), actual,
+                plan.spec)  # fmt: skip
+        return self._entry_command("settle", keys, argv)
 
     def _unknown(self, error: BaseException) -> str | None:
         """What the server did not know, when ``error`` says so: ``"script"``, ``"function"``,
@@ -306,6 +367,21 @@ class ScriptStore(ScriptCalls, Store):
         except Exception as error:
             raise self._failed(error) from error
 
+    def acquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                lease: str) -> Reply:  # fmt: skip
+        return self._call(self._acquire_command(plan, keys, now, cost, lease))
+
+    def release(self, keys: Sequence[str], lease: str) -> int:
+        return self._call(self._entry_command("release", keys, (lease,)))[0]
+
+    def renew(self, keys: Sequence[str], now: int | None, lease: str,
+              leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        return self._call(self._renew_command(keys, now, lease, leases_ms))
+
+    def settle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+               charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        return self._call(self._settle_command(plan, keys, now, acquired, charged, actual))[1:]
+
 
 class AsyncScriptStore(ScriptCalls, AsyncStore):
     """An async store that runs the Lua: says only how one command is sent (``_send``)."""
@@ -347,3 +423,19 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
             await self._send(["DEL", *keys])
         except Exception as error:
             raise self._failed(error) from error
+
+    async def aacquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                       lease: str) -> Reply:  # fmt: skip
+        return await self._call(self._acquire_command(plan, keys, now, cost, lease))
+
+    async def arelease(self, keys: Sequence[str], lease: str) -> int:
+        return (await self._call(self._entry_command("release", keys, (lease,))))[0]
+
+    async def arenew(self, keys: Sequence[str], now: int | None, lease: str,
+                     leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        return await self._call(self._renew_command(keys, now, lease, leases_ms))
+
+    async def asettle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+                      charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        command = self._settle_command(plan, keys, now, acquired, charged, actual)
+        return (await self._call(command))[1:]
