@@ -34,7 +34,7 @@ def store_from_env() -> rl.MemoryStore | rl.AsyncRedisStore:
 
 def create_app(store: rl.MemoryStore | rl.AsyncRedisStore | None = None) -> FastAPI:
     store = store if store is not None else store_from_env()
-    proxies = [p for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p]
+    proxies = os.environ.get("TRUSTED_PROXIES", "").replace(",", " ").split()  # "a, b" or "a b"
     client = keys.client_ip(trusted_proxies=proxies)
 
     app = FastAPI(title="ratelimit example")

@@ -29,9 +29,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["RATELIMIT_DEFAULT"] = "20/minute"
     app.config["RATELIMIT_STORE"] = os.environ.get("RATELIMIT_STORE")  # a redis:// URL, or None
-    proxies = os.environ.get("TRUSTED_PROXIES")
-    if proxies:
-        app.config["RATELIMIT_TRUSTED_PROXIES"] = proxies.split(",")
+    # text from the environment, such as "10.0.0.0/8, 192.168.0.0/16", is read as a list
+    app.config["RATELIMIT_TRUSTED_PROXIES"] = os.environ.get("TRUSTED_PROXIES", "")
     app.config.update(config or {})
     limits.init_app(app)
 

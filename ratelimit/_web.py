@@ -1,24 +1,53 @@
 """What every HTTP integration shares, with no I/O: rules and path patterns, option checks,
-and the choice of the limit that applies to a request.
+the choice of the limit that applies to a request, and the merge of header fields.
 
 The ASGI middleware, the WSGI middleware, the FastAPI dependency and the Flask extension
 differ only in how they read a request, call the limiter (awaiting or not) and write a
-response; everything else lives here.
+response; everything else lives here. Entry points for an integration (Django's included):
+
+- :class:`Selector` (built once from ``limiter``, ``key``, ``rules``, ``exempt``, ``cost``):
+  ``select(path, method)`` gives the :class:`Target` of a request, or None when nothing
+  limits it. Pass the path and method *as the framework routes them*: for WSGI,
+  :func:`wsgi_path` and :func:`wsgi_method` of the environ.
+- :func:`key_and_cost` (sync) or :func:`akey_and_cost` (awaits async callables): a request's
+  key and cost, given the key function and cost (a Target's, a view limit's), a
+  :class:`ratelimit.keys.RequestView` of the request (built-in keys read it, building no
+  request object) and a callable returning the framework's request (for custom key and cost
+  callables, built only when one needs it). The identifier to hit is ``target.prefix + key``.
+- :func:`merge_fields`: header fields to add to a response that may already carry some of
+  its own (a route's limit under an app-wide one): one value per single-valued field, the
+  response's own (the limit closest to the view) winning; list-valued ``RateLimit`` and
+  ``RateLimit-Policy`` keep every item.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Collection, Iterable
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, AnyStr, Final, Generic, TypeAlias, TypeVar
 
 from ratelimit.errors import ConfigurationError
-from ratelimit.keys import KeyFunc, KeyFunction
+from ratelimit.keys import KeyFunc, KeyFunction, RequestView
 
 if TYPE_CHECKING:
     from ratelimit.limiter import AsyncLimiter, Limiter
 
-__all__ = ["Cost", "Exempt", "Rule", "Selector", "Target", "template_name"]
+__all__ = [
+    "SINGLE_VALUED",
+    "Cost",
+    "Exempt",
+    "Rule",
+    "Selector",
+    "Target",
+    "akey_and_cost",
+    "call",
+    "key_and_cost",
+    "merge_fields",
+    "template_name",
+    "wsgi_method",
+    "wsgi_path",
+]
 
 #: ``cost=``: units per request, or a callable of the request returning them.
 Cost: TypeAlias = "int | Callable[[Any], Any]"
@@ -30,15 +59,36 @@ H = TypeVar("H")
 
 # A Starlette path parameter: {name} or {name:converter}.
 _BRACES: Final = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-zA-Z_][a-zA-Z0-9_]*))?}")
+# A Flask/Werkzeug path parameter: <name> or <converter:name>.
+_ANGLES: Final = re.compile(r"<(?:([^:<>]+):)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 # A path parameter of Starlette ({name:converter}) or Flask (<converter:name>).
 _PARAM: Final = re.compile(_BRACES.pattern + r"|<(?:[^:<>]+:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
-_CONVERTERS: Final = {
+_TEMPLATE: Final = re.compile(_BRACES.pattern + "|" + _ANGLES.pattern)
+# Each converter's regex as the framework that spells it that way defines it.
+_STARLETTE: Final = {
     "str": "[^/]+",
     "path": ".*",
     "int": "[0-9]+",
     "float": r"[0-9]+(?:\.[0-9]+)?",
     "uuid": "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
 }
+_WERKZEUG: Final = {
+    "default": "[^/]+",
+    "string": "[^/]+",
+    "path": "[^/].*",
+    "int": "[0-9]+",
+    "float": r"[0-9]+\.[0-9]+",
+    "uuid": _STARLETTE["uuid"],
+}
+#: Header fields that hold one value: a response carries each at most once.
+SINGLE_VALUED: Final = frozenset(
+    ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-ratelimit-limit",
+     "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after")
+)  # fmt: skip
+_SINGLE_ANY: Final[frozenset[str | bytes]] = SINGLE_VALUED | {
+    n.encode("latin-1") for n in SINGLE_VALUED
+}
+_SLASHES: Final = re.compile("/{2,}")
 
 
 def check_key_function(key: object) -> None:
@@ -52,6 +102,39 @@ def check_key(result: object, key: object) -> str:
     if isinstance(result, str):
         return result
     raise TypeError(f"key function {key!r} returned {result!r}; it must return a str")
+
+
+async def call(function: Callable[..., Any], *arguments: Any) -> Any:
+    """``function(*arguments)``, awaited when it returns an awaitable (sync or async)."""
+    result = function(*arguments)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def key_and_cost(
+    key: KeyFunction, cost: Cost, view: RequestView, request: Callable[[], Any]
+) -> tuple[str, int]:
+    """The key and cost of a request, in sync code: a built-in key reads ``view``; a custom
+    key or cost callable gets ``request()``. Raises TypeError when a key returns no str, and
+    whatever a custom callable raises."""
+    identifier = key.from_view(view) if isinstance(key, KeyFunc) else check_key(key(request()), key)
+    if not isinstance(cost, int):
+        cost = cost(request())
+    return identifier, cost  # type: ignore[return-value]
+
+
+async def akey_and_cost(
+    key: KeyFunction, cost: Cost, view: RequestView, request: Callable[[], Any]
+) -> tuple[str, int]:
+    """As :func:`key_and_cost`, awaiting key and cost callables that return awaitables."""
+    if isinstance(key, KeyFunc):
+        identifier = key.from_view(view)
+    else:
+        identifier = check_key(await call(key, request()), key)
+    if not isinstance(cost, int):
+        cost = await call(cost, request())
+    return identifier, cost  # type: ignore[return-value]
 
 
 def check_cost(cost: object) -> None:
@@ -70,36 +153,88 @@ def template_name(template: str) -> str:
     return _PARAM.sub(lambda m: ":" + (m.group(1) or m.group(3)), template)
 
 
+def _template_regex(template: str) -> str | None:
+    """The regex of a route template (Starlette's ``{id:int}`` or Flask's ``<int:id>``), or
+    None when it holds no parameter. Raises ConfigurationError for an unknown converter or
+    a brace or angle bracket that is not part of a parameter."""
+    if any(c in _TEMPLATE.sub("", template) for c in "{}<>"):
+        raise ConfigurationError(f"cannot read path template {template!r}")
+    regex, at = "", 0
+    for m in _TEMPLATE.finditer(template):
+        if m.group(1) is not None:
+            table, converter = _STARLETTE, m.group(2) or "str"
+        else:
+            table, converter = _WERKZEUG, m.group(3) or "default"
+        if converter not in table:
+            raise ConfigurationError(f"unknown converter {converter!r} in path {template!r}")
+        regex += re.escape(template[at : m.start()]) + table[converter]
+        at = m.end()
+    return regex + re.escape(template[at:]) if at else None
+
+
 def matcher(pattern: str) -> Callable[[str], bool]:
     """A path pattern as a predicate: ``*`` (every path), ``/static/*`` (the prefix, and
-    ``/static`` itself), a route template (``/items/{item_id}``, with converters ``str``,
-    ``int``, ``float``, ``uuid``, ``path``), or an exact path.
+    ``/static`` itself), a route template (Starlette's ``/items/{item_id}`` with converters
+    ``str``, ``int``, ``float``, ``uuid``, ``path``, or Flask's ``/items/<int:item_id>`` with
+    ``string``, ``int``, ``float``, ``uuid``, ``path``), a template before a trailing ``*``
+    (``/items/{item_id}/*``), or an exact path.
 
-    Raises ConfigurationError for anything else."""
+    Raises ConfigurationError for anything else (a ``*`` before the end, an unknown
+    converter, a stray brace), so a pattern never silently matches nothing."""
     if not isinstance(pattern, str) or not (pattern == "*" or pattern.startswith("/")):
         raise ConfigurationError(f"a path pattern must start with '/' or be '*', got {pattern!r}")
     if pattern == "*":
         return lambda path: True
-    if pattern.endswith("*"):
-        prefix = pattern[:-1]
-        bare = prefix.rstrip("/")
-        return lambda path: path.startswith(prefix) or path == bare
-    if "{" not in pattern and "}" not in pattern:
-        return pattern.__eq__
-    regex, at = "", 0
-    for m in _BRACES.finditer(pattern):
-        converter = m.group(2) or "str"
-        if converter not in _CONVERTERS:
-            raise ConfigurationError(f"unknown converter {converter!r} in path {pattern!r}")
-        literal = pattern[at : m.start()]
-        if "{" in literal or "}" in literal:
-            raise ConfigurationError(f"cannot read path template {pattern!r}")
-        regex += re.escape(literal) + _CONVERTERS[converter]
-        at = m.end()
-    if "{" in pattern[at:] or "}" in pattern[at:]:
-        raise ConfigurationError(f"cannot read path template {pattern!r}")
-    compiled = re.compile(regex + re.escape(pattern[at:]))
+    prefixed = pattern.endswith("*")
+    body = pattern[:-1] if prefixed else pattern
+    if "*" in body:
+        raise ConfigurationError(
+            f"'*' may only end a path pattern (such as '/static/*'), got {pattern!r}"
+        )
+    regex = _template_regex(body)
+    if regex is None:
+        if not prefixed:
+            return pattern.__eq__
+        bare = body.rstrip("/")
+        return lambda path: path.startswith(body) or path == bare
+    if prefixed:
+        if body.endswith("/"):  # "/items/{id}/*": the item itself and everything under it
+            regex = regex[: -len(re.escape("/"))] + "(?:/.*)?"
+        else:
+            regex += ".*"
+    compiled = re.compile(regex)
     return lambda path: compiled.fullmatch(path) is not None
+
+
+def merge_fields(
+    present: Iterable[tuple[AnyStr, AnyStr]], added: Iterable[tuple[AnyStr, AnyStr]]
+) -> list[tuple[AnyStr, AnyStr]]:
+    """The fields of ``added`` that a response already carrying ``present`` may take: all
+    but the single-valued ones (:data:`SINGLE_VALUED`, any case, text or bytes) it already
+    has, so the response's own value wins and each such field appears once."""
+    names = {name.lower() for name, _ in present}
+    return [f for f in added if f[0].lower() not in names or f[0].lower() not in _SINGLE_ANY]
+
+
+def wsgi_path(environ: dict[str, Any]) -> str:
+    """The path a WSGI app's routes see, as Werkzeug (Flask) routes it: ``PATH_INFO``
+    (``SCRIPT_NAME`` is the mount) decoded from PEP 3333's latin-1 back to UTF-8, with runs
+    of slashes merged (``//login`` reaches ``/login``)."""
+    path = environ.get("PATH_INFO") or "/"
+    if not isinstance(path, str):
+        return "/"
+    if not path.isascii():
+        path = path.encode("latin-1", "replace").decode("utf-8", "replace")
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    return path
+
+
+def wsgi_method(environ: dict[str, Any]) -> str:
+    """The request method a WSGI framework routes by: upper case, as Werkzeug and Django
+    make it (a server may pass ``post`` through)."""
+    method = environ.get("REQUEST_METHOD") or "GET"
+    return method.upper() if isinstance(method, str) else "GET"
 
 
 class Rule:
@@ -109,7 +244,8 @@ class Rule:
     exact path; matched against the path the app's routes see. ``limiter``: a limiter, or
     text such as ``"5/minute"`` (the middleware builds a limiter on a MemoryStore: an
     :class:`AsyncLimiter` under ASGI, a :class:`Limiter` under WSGI). ``methods``: the HTTP
-    methods it applies to (None: all; a WebSocket handshake counts as ``GET``). ``key`` and
+    methods it applies to (None: all; a WebSocket handshake counts as ``GET``; ``GET`` also
+    covers ``HEAD``, which Starlette and Werkzeug serve through ``GET`` routes). ``key`` and
     ``cost``, when given, override the middleware's. ``name`` is the text the limit is
     counted under (default: the template, with its methods), so two rules sharing a limiter
     count separately unless given the same name.
@@ -117,7 +253,7 @@ class Rule:
     Raises ConfigurationError for a bad pattern, key, method or cost.
     """
 
-    __slots__ = ("cost", "key", "limiter", "match", "methods", "name", "path")
+    __slots__ = ("cost", "key", "limiter", "match", "matched_methods", "methods", "name", "path")
 
     def __init__(
         self,
@@ -134,7 +270,13 @@ class Rule:
         self.limiter = limiter
         if isinstance(methods, str):
             methods = [methods]
+        if methods is not None and not all(isinstance(m, str) and m for m in methods):
+            raise ConfigurationError(f"methods must be HTTP method names, got {methods!r}")
         self.methods = None if methods is None else frozenset(m.upper() for m in methods)
+        # What the rule matches: the frameworks serve HEAD through a GET route (the view runs)
+        self.matched_methods = self.methods
+        if self.methods is not None and "GET" in self.methods:
+            self.matched_methods = self.methods | {"HEAD"}
         if key is not None:
             check_key_function(key)
         self.key = key
@@ -162,7 +304,7 @@ class Target(Generic[H]):
         self, rule: Rule | None, limiter: Any, hit: H, key: KeyFunction, cost: Cost
     ) -> None:
         self.match = rule.match if rule else None
-        self.methods = rule.methods if rule else None
+        self.methods = rule.matched_methods if rule else None
         self.limiter = limiter
         self.hit = hit
         self.key = key

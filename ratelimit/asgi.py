@@ -22,6 +22,8 @@ How a request is limited: ``lifespan`` and unknown scope types pass straight thr
 does; requests that nothing picks are not limited. The key function names the client; the
 limiter is hit once. An allowed request goes on with the rate-limit headers added to its
 ``http.response.start`` (or to the ``websocket.accept``); the body stream is never touched.
+A single-valued header (``RateLimit-Limit``, ``Retry-After``, ...) the app's response already
+carries, such as a FastAPI route limit's denial, is not added again: the route's value stands.
 A denied request is answered here: ``429`` with ``Retry-After``, the headers and a
 problem+json body (or the ``deny`` callable's response). A denied WebSocket handshake is
 answered ``429`` with headers through the ``websocket.http.response`` extension where the
@@ -42,11 +44,19 @@ that denied (``on_error="deny"``) is answered ``503`` with ``Retry-After``, neve
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from ratelimit._web import AnyLimiter, Cost, Exempt, Rule, Selector, check_key
+from ratelimit._web import (
+    AnyLimiter,
+    Cost,
+    Exempt,
+    Rule,
+    Selector,
+    akey_and_cost,
+    call,
+    merge_fields,
+)
 from ratelimit.errors import ConfigurationError
 from ratelimit.headers import HeadersOption, Renderer, retry_after_seconds
 from ratelimit.keys import KeyFunction, ScopeView, client_ip
@@ -100,14 +110,6 @@ def async_hit(limiter: AnyLimiter) -> tuple[AsyncLimiter | Limiter, Hit]:
         f"limiter must be an AsyncLimiter, a Limiter on a MemoryStore, or text such as "
         f"'10/minute', got {limiter!r}"
     )
-
-
-async def call(function: Callable[..., Any], *arguments: Any) -> Any:
-    """``function(*arguments)``, awaited when it returns an awaitable (sync or async)."""
-    result = function(*arguments)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def route_path(scope: Scope) -> str:
@@ -192,24 +194,22 @@ class RateLimitMiddleware:
         selector = self._selector
         target = None
         if selector.needs_path:
-            target = selector.select(route_path(scope), scope.get("method", "GET"))
+            # upper case: Django's ASGI handler routes "post" to a POST view
+            target = selector.select(route_path(scope), scope.get("method", "GET").upper())
         else:
             target = selector.default
-        connection = None
-        if target is not None and selector.exempt_call is not None:
-            connection = _connection(scope, receive, send)
-            if await call(selector.exempt_call, connection):
-                target = None
+        connection: list[Any] = []  # the framework's request, built once if ever needed
+
+        def request() -> Any:
+            if not connection:
+                connection.append(_connection(scope, receive, send))
+            return connection[0]
+
+        exempt_call = selector.exempt_call
+        if target is not None and exempt_call is not None and await call(exempt_call, request()):
+            target = None
         if target is not None:
-            if target.builtin is not None:
-                key = target.builtin.from_view(ScopeView(scope))
-            else:
-                connection = connection or _connection(scope, receive, send)
-                key = check_key(await call(target.key, connection), target.key)
-            cost = target.cost
-            if not isinstance(cost, int):
-                connection = connection or _connection(scope, receive, send)
-                cost = await call(cost, connection)
+            key, cost = await akey_and_cost(target.key, target.cost, ScopeView(scope), request)
             identifier = target.prefix + key if target.prefix else key
             decision = await target.hit(identifier, cost)
             if not decision.allowed:
@@ -226,7 +226,8 @@ class RateLimitMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == start and extra:
                 message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = list(message.get("headers", ()))
+                message["headers"] = headers + merge_fields(headers, extra)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

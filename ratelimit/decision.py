@@ -69,24 +69,45 @@ class Decision:
         details = self._details
         if details is None:
             if self._raw is None:
-                details = (Decision(self.allowed, self.limit, self.remaining, self.reset_after,
-                                    self.retry_after, self.policy, (), self.reason),)  # fmt: skip
+                details = (self._alone(),)
             else:
                 policies, reply = self._raw
                 details = tuple(
                     Decision(
-                        reply[at] == 1,
-                        p.limit,
-                        reply[at + 1],
-                        reply[at + 2] / 1000,
-                        reply[at + 3] / 1000,
-                        p,
+                        allowed=reply[at] == 1,
+                        limit=p.limit,
+                        remaining=reply[at + 1],
+                        reset_after=reply[at + 2] / 1000,
+                        retry_after=reply[at + 3] / 1000,
+                        policy=p,
                     )
                     for p, at in zip(policies, range(1, 4 * len(policies), 4), strict=True)
                 )
                 self._raw = None
             self._details = details
         return details
+
+    @property
+    def per_policy(self) -> tuple[Decision, ...]:
+        """One Decision per policy, in the limiter's order, where a one-policy Decision stands
+        for itself (so rendering it builds nothing). What response headers render; the same
+        numbers as :attr:`details`, whichever way the Decision was built."""
+        if self._details is None and self._raw is None:
+            return (self,)
+        return self.details or (self,)
+
+    def _alone(self) -> Decision:
+        """This one-policy Decision as its own detail (no details of its own)."""
+        return Decision(
+            allowed=self.allowed,
+            limit=self.limit,
+            remaining=self.remaining,
+            reset_after=self.reset_after,
+            retry_after=self.retry_after,
+            policy=self.policy,
+            details=(),
+            reason=self.reason,
+        )
 
     def __repr__(self) -> str:
         reason = f", reason={self.reason!r}" if self.reason else ""
@@ -107,8 +128,5 @@ class Decision:
 
 
 def per_policy(decision: Decision) -> tuple[Decision, ...]:
-    """The per-policy decisions of ``decision``, where a one-policy Decision stands for itself:
-    what response headers render, without building a details tuple per request."""
-    if decision._details is None and decision._raw is None:
-        return (decision,)
-    return decision.details or (decision,)
+    """``decision.per_policy``: kept for callers of the function form."""
+    return decision.per_policy

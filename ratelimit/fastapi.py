@@ -16,8 +16,9 @@
 
 The dependency runs after routing, so it knows the route template: ``/items/1`` and
 ``/items/2`` of ``/items/{item_id}`` share one limit, counted under ``"GET /items/:item_id"``
-(the methods and the template). One ``RateLimit`` used on several routes counts each route
-separately, unless given a ``name``, which makes it one limit shared by all of them.
+(the methods and the template, under the mount point of a mounted sub-application). One
+``RateLimit`` used on several routes counts each route separately, unless given a ``name``,
+which makes it one limit shared by all of them.
 
 Headers: when the app also runs :class:`ratelimit.asgi.RateLimitMiddleware` (even one with no
 limiter, which only writes headers), the dependency hands it its fields and they reach every
@@ -35,15 +36,23 @@ registered for ``RateLimited`` or ``RateLimitExceeded`` replaces that answer.
 
 # No ``from __future__ import annotations`` here: FastAPI reads the annotations of
 # ``RateLimit.__call__`` at runtime to inject the Request and the Response.
-from collections.abc import MutableMapping
-from typing import Any, Final
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
 
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ratelimit._web import AnyLimiter, Cost, check_cost, check_key, template_name
-from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, call, route_path
+from ratelimit._web import (
+    AnyLimiter,
+    Cost,
+    akey_and_cost,
+    check_cost,
+    matcher,
+    merge_fields,
+    template_name,
+)
+from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, route_path
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.headers import PROBLEM_JSON, HeadersOption, Renderer
@@ -51,18 +60,38 @@ from ratelimit.keys import KeyFunc, KeyFunction, ScopeView, client_ip
 
 __all__ = ["RateLimit", "RateLimited"]
 
-# Header fields that hold one value: a route's own value replaces the middleware's.
-_SINGLE: Final = frozenset(
-    name.encode("latin-1")
-    for name in (
-        "ratelimit-limit",
-        "ratelimit-remaining",
-        "ratelimit-reset",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-    )
-)
+
+def _route_prefixes(
+    scope: MutableMapping[str, Any], route: object
+) -> list[tuple[Callable[[str], bool], str]]:
+    """Each mount template under which the app's router reaches ``route`` (``""`` at the
+    top), as ``(matches the concrete mount path, counting prefix)``; one entry, without a
+    mount, when the router is not known or does not hold the route."""
+    path = str(getattr(route, "path_format", None) or getattr(route, "path", ""))
+    methods = getattr(route, "methods", None)
+    head = ",".join(sorted(methods)) + " " if methods else ""
+    mounts = _mounts(getattr(scope.get("router"), "routes", ()), route, "", 0) or [""]
+    return [
+        (
+            (lambda mounted: mounted in ("", "/")) if not mount else matcher(mount),
+            head + template_name(mount + path) + "|",
+        )
+        for mount in mounts
+    ]
+
+
+def _mounts(routes: Iterable[object], route: object, mount: str, depth: int) -> list[str]:
+    """The mount templates (``"/a/{tenant}"``) under which ``routes`` reach ``route``."""
+    found: list[str] = []
+    for candidate in routes:
+        if candidate is route:
+            found.append(mount)
+            continue
+        inner = getattr(candidate, "routes", None)
+        if inner and depth < 16:  # a Mount (its path) or a Host (no path)
+            prefix = mount + str(getattr(candidate, "path", "") or "").rstrip("/")
+            found += _mounts(inner, route, prefix, depth + 1)
+    return found
 
 
 class RateLimited(RateLimitExceeded, HTTPException):
@@ -121,38 +150,41 @@ class RateLimit:
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be non-empty text, got {name!r}")
         self._prefix = None if name is None else name + "|"
-        self._route_prefixes: dict[int, tuple[object, str]] = {}
+        self._route_prefixes: dict[int, tuple[object, list[tuple[Callable[[str], bool], str]]]] = {}
 
     def __repr__(self) -> str:
         return f"RateLimit({self.limiter!r}, key={self.key!r})"
 
     def _route_prefix(self, scope: MutableMapping[str, Any]) -> str:
-        """The text this route's limit is counted under, with its separator."""
+        """The text this route's limit is counted under, with its separator: its methods and
+        its template, under the template of the mount point of a mounted sub-application, so
+        same-path routes of apps mounted at ``/a`` and ``/b`` count apart while every tenant
+        of ``Mount("/{tenant}", ...)`` shares one limit."""
         route = scope.get("route")
         if route is None:  # not routed (should not happen in FastAPI): the concrete path
             return template_name(route_path(scope)) + "|"
         # Routes are not hashable; the cache holds the route itself so its id stays its own.
         cached = self._route_prefixes.get(id(route))
-        if cached is not None and cached[0] is route:
-            return cached[1]
-        path = str(getattr(route, "path_format", None) or getattr(route, "path", ""))
-        methods = getattr(route, "methods", None)
-        head = ",".join(sorted(methods)) + " " if methods else ""
-        prefix = head + template_name(path) + "|"
-        if len(self._route_prefixes) < 10_000:
-            self._route_prefixes[id(route)] = (route, prefix)
-        return prefix
+        if cached is None or cached[0] is not route:
+            cached = (route, _route_prefixes(scope, route))
+            if len(self._route_prefixes) < 10_000:
+                self._route_prefixes[id(route)] = cached
+        candidates = cached[1]
+        if len(candidates) == 1:
+            return candidates[0][1]
+        # one route reachable under several mounts: the one this request came through
+        root: str = scope.get("root_path", "")
+        app_root: str = scope.get("app_root_path", "")
+        mounted = root[len(app_root) :] if root.startswith(app_root) else root
+        for matches, prefix in candidates:
+            if matches(mounted):
+                return prefix
+        return candidates[0][1]
 
     async def __call__(self, request: Request, response: Response) -> Decision:
         """Hit the limiter for this request; returns the Decision or raises RateLimited."""
         scope = request.scope
-        if self._builtin is not None:
-            key = self._builtin.from_view(ScopeView(scope))
-        else:
-            key = check_key(await call(self.key, request), self.key)
-        cost = self.cost
-        if not isinstance(cost, int):
-            cost = await call(cost, request)
+        key, cost = await akey_and_cost(self.key, self.cost, ScopeView(scope), lambda: request)
         identifier = (self._prefix or self._route_prefix(scope)) + key
         decision = await self._hit(identifier, cost)
         if not decision.allowed:
@@ -161,10 +193,8 @@ class RateLimit:
         if fields:
             shared: list[tuple[bytes, bytes]] | None = scope.get(HEADERS_SCOPE_KEY)
             if shared is not None:
-                names = {name for name, _ in fields if name in _SINGLE}
-                if names:
-                    shared[:] = [f for f in shared if f[0] not in names]
-                shared.extend(fields)
+                # this route's single-valued fields replace the middleware's
+                shared[:] = [*merge_fields(fields, shared), *fields]
             else:  # FastAPI copies these onto the response it builds from returned data
                 response.headers.raw.extend(fields)
         return decision

@@ -22,10 +22,13 @@
 Configuration, read by ``init_app`` (each key has a default):
 
 ==================================  ==============================================================
-``RATELIMIT_ENABLED``               ``True``; ``False`` turns every limit off (tests, maintenance)
+``RATELIMIT_ENABLED``               ``True``; ``False`` turns every limit off (tests, maintenance);
+                                    text from the environment reads as meant (``"false"``,
+                                    ``"0"``, ``"no"``, ``"off"`` are False)
 ``RATELIMIT_STORE``                 where text limits keep state: a sync store object (such as
-                                    ``rl.RedisStore(client)``), a ``redis://`` URL (through
-                                    ``RedisStore.from_url``), or None: one MemoryStore per app
+                                    ``rl.RedisStore(client)``), a ``redis://``, ``rediss://`` or
+                                    ``unix://`` URL (through ``RedisStore.from_url``), or None
+                                    or ``"memory://"``: one MemoryStore per app
 ``RATELIMIT_PREFIX``                ``"ratelimit"``: the first part of every store key
 ``RATELIMIT_ON_ERROR``              ``"allow"``: what a store failure decides (``"deny"``,
                                     ``"raise"``)
@@ -33,10 +36,13 @@ Configuration, read by ``init_app`` (each key has a default):
 ``RATELIMIT_KEY``                   the default key function (a callable of the request);
                                     default ``keys.client_ip()`` with the trusted proxies below
 ``RATELIMIT_TRUSTED_PROXIES``       ``[]``: CIDRs of your reverse proxies, for the default key
+                                    (text: separated by commas or spaces)
 ``RATELIMIT_DEFAULT``               None; text such as ``"1000/hour"`` limits every request per
                                     client across the app, except views marked ``@ext.exempt``
-``RATELIMIT_PARTITION_KEY_SECRET``  None; bytes to add a hashed ``pk`` to ``RateLimit``
+``RATELIMIT_PARTITION_KEY_SECRET``  None; bytes (or text, used as UTF-8) to add a hashed ``pk``
 ==================================  ==============================================================
+
+``init_app`` checks every setting and raises ConfigurationError naming the bad one.
 
 State lives in ``app.extensions["ratelimit"]``; the extension object holds none, so one
 ``FlaskRateLimit`` serves any number of apps, each with its own store and counters. A text
@@ -62,10 +68,17 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import TooManyRequests
 
-from ratelimit._web import Cost, check_cost, check_key, check_key_function
+from ratelimit._web import (
+    Cost,
+    akey_and_cost,
+    check_cost,
+    check_key_function,
+    key_and_cost,
+    merge_fields,
+)
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.headers import Renderer
-from ratelimit.keys import EnvironView, KeyFunc, KeyFunction, client_ip
+from ratelimit.keys import EnvironView, KeyFunction, client_ip
 from ratelimit.limiter import AsyncLimiter, Limiter
 from ratelimit.stores.base import Store
 
@@ -81,10 +94,6 @@ _EXTENSION: Final = "ratelimit"
 _EXEMPT: Final = "_ratelimit_exempt"
 # Where a request's header fields wait for after_request: its WSGI environ (cheaper than g).
 _FIELDS: Final = "ratelimit.fields"
-_SINGLE: Final = frozenset(
-    ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-ratelimit-limit",
-     "x-ratelimit-remaining", "x-ratelimit-reset")
-)  # fmt: skip
 
 
 class RateLimited(RateLimitExceeded, TooManyRequests):
@@ -117,43 +126,46 @@ class RateLimiterUnavailable(RateLimited):
 
 
 class _State:
-    """One app's rate-limit state: its configuration and the limiters of text limits."""
+    """One app's rate-limit state: its configuration and the limiters of text limits.
+
+    Every setting is read and checked here, at ``init_app``: a bad one is a
+    ConfigurationError naming it, never a 500 on the first limited request."""
 
     __slots__ = ("default", "enabled", "key", "limiters", "on_error", "prefix", "renderer",
                  "store")  # fmt: skip
 
     def __init__(self, app: Flask, key: KeyFunction | None) -> None:
         config = app.config
-        self.enabled = bool(config.get("RATELIMIT_ENABLED", True))
-        store = config.get("RATELIMIT_STORE")
-        if isinstance(store, str):
-            from ratelimit.stores.redis import RedisStore
-
-            store = RedisStore.from_url(store)
-        if store is not None and not isinstance(store, Store):
-            raise ConfigurationError(
-                f"RATELIMIT_STORE must be a sync store (MemoryStore, RedisStore, UpstashStore), "
-                f"a redis:// URL or None, got {store!r}"
-            )
-        if store is None:
-            from ratelimit.stores.memory import MemoryStore
-
-            store = MemoryStore()
-        self.store: Store = store
+        self.enabled = _setting(
+            "RATELIMIT_ENABLED", _boolean, config.get("RATELIMIT_ENABLED", True)
+        )
+        self.store: Store = _setting("RATELIMIT_STORE", _store, config.get("RATELIMIT_STORE"))
         self.prefix: str = config.get("RATELIMIT_PREFIX", "ratelimit")
         self.on_error = config.get("RATELIMIT_ON_ERROR", "allow")
-        self.renderer = Renderer(
-            config.get("RATELIMIT_HEADERS", "ietf"),
-            partition_key_secret=config.get("RATELIMIT_PARTITION_KEY_SECRET"),
-        )
+        # the Limiter's own checks, run now rather than at the first limited request
+        _setting("RATELIMIT_PREFIX", lambda prefix: Limiter("1/s", prefix=prefix), self.prefix)
+        _setting("RATELIMIT_ON_ERROR", lambda value: Limiter("1/s", on_error=value), self.on_error)
+        secret = config.get("RATELIMIT_PARTITION_KEY_SECRET")
+        if isinstance(secret, str):  # from the environment
+            secret = secret.encode("utf-8")
+        _setting("RATELIMIT_PARTITION_KEY_SECRET", lambda value: Renderer(
+            None, partition_key_secret=value), secret)  # fmt: skip
+        headers = config.get("RATELIMIT_HEADERS", "ietf")
+        self.renderer = _setting("RATELIMIT_HEADERS", lambda value: Renderer(
+            value, partition_key_secret=secret), headers)  # fmt: skip
         key = config.get("RATELIMIT_KEY", key)
         if key is None:
-            key = client_ip(trusted_proxies=config.get("RATELIMIT_TRUSTED_PROXIES", ()))
-        check_key_function(key)
+            proxies = config.get("RATELIMIT_TRUSTED_PROXIES", ())
+            if isinstance(proxies, str):  # from the environment: "10.0.0.0/8, 192.168.0.0/16"
+                proxies = proxies.replace(",", " ").split()
+            key = _setting("RATELIMIT_TRUSTED_PROXIES", client_ip, proxies)
+        _setting("RATELIMIT_KEY", check_key_function, key)
         self.key: KeyFunction = key
         self.limiters: dict[str, Limiter] = {}
         default = config.get("RATELIMIT_DEFAULT")
-        self.default = None if default is None else self.limiter(default)
+        self.default = (
+            None if default is None else _setting("RATELIMIT_DEFAULT", self.limiter, default)
+        )
 
     def limiter(self, limit: str | Limiter) -> Limiter:
         """The limiter of ``limit`` for this app: text gets one on the app's store (cached)."""
@@ -164,6 +176,64 @@ class _State:
             limiter = Limiter(limit, store=self.store, prefix=self.prefix, on_error=self.on_error)
             self.limiters[limit] = limiter
         return limiter
+
+
+def _setting(name: str, read: Callable[[Any], R], value: Any) -> R:
+    """``read(value)``, with a ConfigurationError that names the setting ``name``."""
+    try:
+        return read(value)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{name}: {error}") from error
+
+
+_TRUE: Final = frozenset(("1", "true", "yes", "on"))
+_FALSE: Final = frozenset(("0", "false", "no", "off", ""))
+
+
+def _boolean(value: object) -> bool:
+    """A boolean setting: a bool, 0 or 1, or text as an environment variable holds it
+    (``"false"``, ``"0"``, ``"no"``, ``"off"``; ``"true"``, ``"1"``, ``"yes"``, ``"on"``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ConfigurationError(f"must be a boolean (or 'true'/'false', '1'/'0'), got {value!r}")
+
+
+def _store(store: object) -> Store:
+    """``RATELIMIT_STORE``: a sync store, ``memory://``, a Redis URL, or None (memory)."""
+    if store is None or store == "memory://":
+        from ratelimit.stores.memory import MemoryStore
+
+        return MemoryStore()
+    if isinstance(store, str):
+        if not store.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError(
+                f"a store URL must be 'memory://' or start with 'redis://', 'rediss://' or "
+                f"'unix://', got {store!r}"
+            )
+        try:
+            from ratelimit.stores.redis import RedisStore
+
+            return RedisStore.from_url(store)
+        except ImportError as error:
+            raise ConfigurationError(
+                f"{store!r} needs redis-py: pip install 'ratelimit[redis]'"
+            ) from error
+        except ValueError as error:
+            raise ConfigurationError(f"cannot use store URL {store!r}: {error}") from error
+    if not isinstance(store, Store):
+        raise ConfigurationError(
+            f"must be a sync store (MemoryStore, RedisStore, UpstashStore), 'memory://', a "
+            f"redis:// URL or None, got {store!r}"
+        )
+    return store
 
 
 class _Limit:
@@ -250,10 +320,10 @@ class FlaskRateLimit:
                 async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                     state = _state()
                     if state.enabled:
-                        key = await _resolve(spec.key or state.key)
-                        cost = spec.cost
-                        if not isinstance(cost, int):
-                            cost = await _resolve(cost, text=False)
+                        environ = EnvironView(request.environ)
+                        key, cost = await akey_and_cost(
+                            spec.key or state.key, spec.cost, environ, _request
+                        )
                         _check(state, spec, key, cost)
                     return await coroutine_view(*args, **kwargs)
 
@@ -263,8 +333,8 @@ class FlaskRateLimit:
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 state = _state()
                 if state.enabled:
-                    key = _key(spec.key or state.key)
-                    cost = spec.cost if isinstance(spec.cost, int) else spec.cost(request)
+                    environ = EnvironView(request.environ)
+                    key, cost = key_and_cost(spec.key or state.key, spec.cost, environ, _request)
                     _check(state, spec, key, cost)
                 return view(*args, **kwargs)
 
@@ -291,20 +361,9 @@ def _state() -> _State:
         ) from None
 
 
-def _key(key_function: KeyFunction) -> str:
-    """The key of the current request: built-in keys read the WSGI environ directly."""
-    if isinstance(key_function, KeyFunc):
-        return key_function.from_view(EnvironView(request.environ))
-    return check_key(key_function(request), key_function)
-
-
-async def _resolve(function: Callable[[Any], Any], text: bool = True) -> Any:
-    if isinstance(function, KeyFunc):
-        return function.from_view(EnvironView(request.environ))
-    result = function(request)
-    if inspect.isawaitable(result):
-        result = await result
-    return check_key(result, function) if text else result
+def _request() -> Any:
+    """Flask's request, for custom key and cost callables."""
+    return request
 
 
 def _check(state: _State, spec: _Limit, key: str, cost: int) -> None:
@@ -328,10 +387,8 @@ def _hit(state: _State, limiter: Limiter, identifier: str, cost: int) -> None:
         if recorded is None:
             environ[_FIELDS] = fields
         else:
-            single = {n for n, _ in fields if n.lower() in _SINGLE}
-            if single:
-                recorded[:] = [f for f in recorded if f[0] not in single]
-            recorded.extend(fields)
+            # the view's single-valued fields replace the app-wide default's
+            recorded[:] = [*merge_fields(fields, recorded), *fields]
 
 
 def _apply_default() -> None:
@@ -343,13 +400,14 @@ def _apply_default() -> None:
     view = current_app.view_functions.get(endpoint) if endpoint else None
     if view is not None and getattr(view, _EXEMPT, False):
         return
-    _hit(state, state.default, _key(state.key), 1)
+    key, _ = key_and_cost(state.key, 1, EnvironView(request.environ), _request)
+    _hit(state, state.default, key, 1)
 
 
 def _add_headers(response: Response) -> Response:
     """``after_request``: add the rate-limit headers recorded for this request."""
     fields: list[tuple[str, str]] | None = request.environ.get(_FIELDS)
-    if fields:
-        for name, value in fields:
+    if fields:  # a view's denial carries its own single-valued fields: they stand
+        for name, value in merge_fields(response.headers.items(), fields):
             response.headers.add(name, value)
     return response

@@ -45,7 +45,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
-from ratelimit.decision import per_policy
 from ratelimit.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -169,7 +168,7 @@ class Renderer:
     def policy_value(self, decision: Decision) -> str:
         """The ``RateLimit-Policy`` value of the decision's policies (computed once per set of
         policies, then reused)."""
-        details = per_policy(decision)
+        details = decision.per_policy
         if len(details) == 1:
             return self._entry(details[0].policy)[0]
         ids = tuple(d.policy.id for d in details)
@@ -191,7 +190,7 @@ class Renderer:
         capacity, and ``pk`` when a secret was given and ``key`` is known."""
         pk = self._pk(key)
         ceil = math.ceil
-        details = per_policy(decision)
+        details = decision.per_policy
         if len(details) == 1:
             d = details[0]
             return f"{self._entry(d.policy)[1]}{d.remaining};t={ceil(d.reset_after)}{pk}"
@@ -233,10 +232,21 @@ class Renderer:
         """As :meth:`fields`, as ASGI wants them: lower-case latin-1 bytes."""
         if decision.reason == "store_error" or not self._names:
             return []
-        if self._fast and getattr(decision, "_details", ()) is None:
-            # The common case, built straight as bytes: "ietf" only, one policy, no pk.
-            policy, head = self._raw_entry(decision.policy)
-            state = b"%s%d;t=%d" % (head, decision.remaining, math.ceil(decision.reset_after))
+        if self._fast:
+            # The common case, built straight as bytes: "ietf" only, no pk.
+            details = decision.per_policy
+            ceil = math.ceil
+            if len(details) == 1:
+                one = details[0]
+                policy, head = self._raw_entry(one.policy)
+                state = b"%s%d;t=%d" % (head, one.remaining, ceil(one.reset_after))
+                return [(b"ratelimit-policy", policy), (b"ratelimit", state)]
+            raw_entry = self._raw_entry
+            state = b", ".join([
+                b"%s%d;t=%d" % (raw_entry(d.policy)[1], d.remaining, ceil(d.reset_after))
+                for d in details
+            ])  # fmt: skip
+            policy = self.policy_value(decision).encode("latin-1")
             return [(b"ratelimit-policy", policy), (b"ratelimit", state)]
         names = self._raw_names
         return [(names[i], v.encode("latin-1")) for i, v in enumerate(self.values(decision, key))]
@@ -263,7 +273,7 @@ class Renderer:
                 "retry_after": seconds,
             }
         unit = "second" if seconds == 1 else "seconds"
-        violated = [d.policy.id for d in per_policy(decision) if not d.allowed]
+        violated = [d.policy.id for d in decision.per_policy if not d.allowed]
         return 429, {
             "type": QUOTA_EXCEEDED,
             "title": "Too Many Requests",

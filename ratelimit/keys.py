@@ -20,16 +20,19 @@ Keys :func:`client_ip` returns (documented, stable):
 - ``"ip:2001:db8:1:2::/64"``: an IPv6 client, grouped by ``ipv6_prefix`` (one person usually
   holds a whole /64, so counting single addresses would let them rotate through 2**64 keys);
 - ``"peer:unknown"``: no peer address at all (a Unix-socket server, or a trusted proxy that
-  wrote ``for=unknown``). All such requests share this key; it is never ``127.0.0.1``;
-- ``"peer:<text>"``: a peer or forwarded node that is not an IP address (a test client's
-  ``"testclient"``, an RFC 7239 obfuscated identifier such as ``_hidden``).
+  wrote ``for=unknown``), or a forwarded entry that is malformed (not an address, an
+  unclosed quote, a broken ``Forwarded`` element). All such requests share this key; it is
+  never ``127.0.0.1``, and text a client wrote never becomes a key of its own;
+- ``"peer:<text>"``: a direct peer that is not an IP address (a test client's
+  ``"testclient"``), or an RFC 7239 obfuscated identifier such as ``_hidden`` that a trusted
+  proxy wrote.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from functools import lru_cache
 from typing import Any, Final, TypeAlias
 
 from ratelimit.errors import ConfigurationError
@@ -45,6 +48,9 @@ Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: The key of a request that has no peer address.
 NO_PEER: Final = "peer:unknown"
 _MAX_TOKEN: Final = 100
+# Addresses whose key a ClientIP remembers; only real addresses are kept (never text a
+# client wrote), and the whole table is dropped when it is full.
+_CACHE_SIZE: Final = 4096
 
 
 # --- the request view ---------------------------------------------------------------------------
@@ -62,8 +68,15 @@ class RequestView:
         raise NotImplementedError
 
     def header(self, name: str) -> str | None:
-        """Every field line of header ``name`` (lower case), joined with ``", "``; or None."""
+        """Every field line of header ``name`` (lower case), joined with ``", "``; or None.
+        What a list-valued header (``X-Forwarded-For``, ``Forwarded``) holds in all."""
         raise NotImplementedError
+
+    def field(self, name: str) -> str | None:
+        """Header ``name`` (lower case) as the framework's own ``request.headers[name]`` gives
+        it to the application, or None: what a key naming the client by a header must read,
+        so the limiter counts the value the application acts on."""
+        return self.header(name)
 
 
 class ScopeView(RequestView):
@@ -85,9 +98,19 @@ class ScopeView(RequestView):
             return None
         return values[0] if len(values) == 1 else ", ".join(values)
 
+    def field(self, name: str) -> str | None:
+        # Starlette's Headers.__getitem__ (and so FastAPI's) returns the first field line.
+        wanted = name.encode("latin-1")
+        for k, v in self.scope.get("headers", ()):
+            if k == wanted:
+                return str(v.decode("latin-1"))
+        return None
+
 
 class EnvironView(RequestView):
-    """A request view of a WSGI environ."""
+    """A request view of a WSGI environ (or of Django's ``request.META``): the server has
+    already joined repeated field lines into one value, which is what the application sees
+    too."""
 
     __slots__ = ("environ",)
 
@@ -105,11 +128,15 @@ class EnvironView(RequestView):
 
 def request_view(request: object) -> RequestView:
     """The request view of ``request``: an ASGI scope, a WSGI environ, or an object with a
-    ``scope`` (Starlette's ``Request``/``WebSocket``) or an ``environ`` (Flask/Werkzeug).
+    ``META`` (Django's request), a ``scope`` (Starlette's ``Request``/``WebSocket``) or an
+    ``environ`` (Flask/Werkzeug).
 
     Raises TypeError for anything else."""
     if isinstance(request, RequestView):
         return request
+    meta = getattr(request, "META", None)
+    if isinstance(meta, dict):  # Django, under WSGI or ASGI: META is what its views read
+        return EnvironView(meta)
     if isinstance(request, dict):
         if request.get("type") in ("http", "websocket"):
             return ScopeView(request)
@@ -123,7 +150,7 @@ def request_view(request: object) -> RequestView:
         return EnvironView(environ)
     raise TypeError(
         f"cannot read a request from {request!r}: pass an ASGI scope, a WSGI environ, or a "
-        "Starlette, FastAPI, Flask or Werkzeug request"
+        "Starlette, FastAPI, Flask, Werkzeug or Django request"
     )
 
 
@@ -167,7 +194,6 @@ def _node(text: str) -> str:
     return text
 
 
-@lru_cache(maxsize=4096)
 def _parse_ip(text: str) -> IPAddress | None:
     """``text`` as an IP address (IPv4-mapped IPv6 collapsed to IPv4), or None."""
     try:
@@ -182,60 +208,139 @@ def _parse_ip(text: str) -> IPAddress | None:
     return addr
 
 
-def _split_forwarded(value: str) -> list[str | None]:
-    """The ``for=`` node of each element of an RFC 7239 ``Forwarded`` value, in order.
+# RFC 7239: forwarded-element = [ pair ] *( ";" [ pair ] ); pair = token "=" value;
+# value = token / quoted-string. Optional whitespace around ";" is tolerated.
+_TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED: Final = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x09\x20-\x7e\x80-\xff])*"'
+_PAIR: Final = re.compile(rf"[ \t]*({_TOKEN})=({_TOKEN}|{_QUOTED})[ \t]*")
+_QUOTED_PAIR: Final = re.compile(r"\\(.)")
+# A forwarded node: an IPv4 address, a bracketed IPv6 address, "unknown" or an obfuscated
+# identifier, with an optional port (RFC 7239 section 6).
+_OBFUSCATED: Final = re.compile(r"_[A-Za-z0-9._-]+")
+_PORT: Final = re.compile(r"[0-9]{1,5}|_[A-Za-z0-9._-]+")
+#: A forwarded element that cannot be read: malformed, never a key of its own.
+MALFORMED: Final = object()
 
-    Quoted strings (which may hold commas and semicolons) are respected. An element without
-    ``for=`` gives None (that hop's client is unknown)."""
-    nodes: list[str | None] = []
+
+def _elements(value: str) -> list[str]:
+    """The elements of a ``Forwarded`` value, split at the commas outside quoted strings,
+    found from the *right*: each trusted proxy appends a well-formed element, so the ones a
+    walk from the right reads are split correctly whatever a client wrote to their left (an
+    unclosed quote can only spoil the client's own elements)."""
+    elements: list[str] = []
+    end = len(value)
+    quoted = False
+    at = end - 1
+    while at >= 0:
+        c = value[at]
+        if c == '"':
+            # a quote preceded by an odd number of backslashes is escaped (inside quotes)
+            slashes = 0
+            while at - 1 - slashes >= 0 and value[at - 1 - slashes] == "\\":
+                slashes += 1
+            if not (quoted and slashes % 2):
+                quoted = not quoted
+        elif c == "," and not quoted:
+            elements.append(value[at + 1 : end])
+            end = at
+        at -= 1
+    elements.append(value[:end])
+    elements.reverse()
+    return elements
+
+
+def _forwarded_for(element: str) -> str | object | None:
+    """The ``for=`` node of one ``Forwarded`` element (unquoted), None when it names none,
+    or :data:`MALFORMED` when the element is not valid RFC 7239 (an unclosed quote, a pair
+    without ``=``, text after a quoted string, a node that is no node, a repeated ``for``)."""
     node: str | None = None
-    name: list[str] = []
-    text: list[str] = []
-    in_value = in_quotes = escaped = False
+    for pair in element.split(";") if '"' not in element else _pairs(element):
+        if not pair.strip():
+            continue
+        m = _PAIR.fullmatch(pair)
+        if m is None:
+            return MALFORMED
+        if m.group(1).lower() != "for":
+            continue
+        if node is not None:
+            return MALFORMED
+        text = m.group(2)
+        if text.startswith('"'):
+            text = _QUOTED_PAIR.sub(r"\1", text[1:-1])
+        if not _valid_node(text):
+            return MALFORMED
+        node = text
+    return node
 
-    def end_pair() -> None:
-        nonlocal node
-        if name and "".join(name).strip().lower() == "for":
-            node = "".join(text).strip()
-        name.clear()
-        text.clear()
 
-    for c in value:
-        if in_quotes:
-            if escaped:
-                text.append(c)
-                escaped = False
-            elif c == "\\":
-                escaped = True
-            elif c == '"':
-                in_quotes = False
-            else:
-                text.append(c)
-        elif c == '"' and in_value:
-            in_quotes = True
-        elif c == "=" and not in_value:
-            in_value = True
-        elif c == ";":
-            end_pair()
-            in_value = False
-        elif c == ",":
-            end_pair()
-            in_value = False
-            nodes.append(node)
-            node = None
-        elif in_value:
-            text.append(c)
-        else:
-            name.append(c)
-    end_pair()
-    nodes.append(node)
-    return nodes
+def _pairs(element: str) -> list[str]:
+    """The ``;``-separated pairs of an element whose values may be quoted strings."""
+    pairs: list[str] = []
+    start = 0
+    quoted = escaped = False
+    for at, c in enumerate(element):
+        if escaped:
+            escaped = False
+        elif quoted and c == "\\":
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif c == ";" and not quoted:
+            pairs.append(element[start:at])
+            start = at + 1
+    pairs.append(element[start:])
+    return pairs
+
+
+def _valid_node(text: str) -> bool:
+    """Whether ``text`` is an RFC 7239 node: ``unknown``, an obfuscated identifier, an IPv4
+    address or a bracketed IPv6 address, each with an optional port. A bare IPv6 address is
+    tolerated (some proxies write one)."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or ":" not in text[1:end] or _parse_ip(text[1:end]) is None:
+            return False
+        rest = text[end + 1 :]
+        return not rest or (rest[0] == ":" and _PORT.fullmatch(rest[1:]) is not None)
+    if text.count(":") > 1:
+        return _parse_ip(text) is not None
+    name, colon, port = text.partition(":")
+    if colon and _PORT.fullmatch(port) is None:
+        return False
+    if name.lower() == "unknown" or _OBFUSCATED.fullmatch(name):
+        return True
+    return isinstance(_parse_ip(name), ipaddress.IPv4Address)
+
+
+def _split_forwarded(value: str) -> list[str | object | None]:
+    """The ``for=`` node of each element of an RFC 7239 ``Forwarded`` value, in order: the
+    node's text, None for an element without ``for=`` (that hop's client is unknown), or
+    :data:`MALFORMED`. Quoted strings (which may hold commas and semicolons) are respected;
+    an empty element (``a,,b``) is skipped."""
+    return [_forwarded_for(e) for e in _elements(value) if e.strip(" \t")]
+
+
+def _mapped_networks(network: Network) -> tuple[Network, ...]:
+    """``network`` and, for an IPv6 network that covers IPv4-mapped addresses
+    (``::ffff:10.0.0.0/104``), the IPv4 network it covers: addresses are compared as IPv4
+    once collapsed (see :func:`_parse_ip`), so the network must be too."""
+    if not isinstance(network, ipaddress.IPv6Network):
+        return (network,)
+    mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+    if network.prefixlen >= 96 and network.subnet_of(mapped):
+        ipv4 = ipaddress.IPv4Network(
+            (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
+        )
+        return (network, ipv4)
+    if network.prefixlen < 96 and mapped.subnet_of(network):
+        return (network, ipaddress.IPv4Network("0.0.0.0/0"))
+    return (network,)
 
 
 class ClientIP(KeyFunc):
     """The client's IP address; see :func:`client_ip`."""
 
-    __slots__ = ("_forwarded", "_header", "_ipv6_prefix", "_key_of", "_networks", "_trust_unix")
+    __slots__ = ("_cache", "_forwarded", "_header", "_ipv6_prefix", "_networks", "_trust_unix")
 
     def __init__(
         self,
@@ -267,12 +372,14 @@ class ClientIP(KeyFunc):
             raise ConfigurationError(
                 f"header must be 'X-Forwarded-For', 'Forwarded' or 'X-Real-IP', got {header!r}"
             )
-        self._networks: tuple[Network, ...] = tuple(networks)
+        self._networks: tuple[Network, ...] = tuple(
+            n for net in networks for n in _mapped_networks(net)
+        )
         self._trust_unix = trust_unix
         self._ipv6_prefix = ipv6_prefix
         self._header = lowered
         self._forwarded = lowered == "forwarded"
-        self._key_of = lru_cache(maxsize=4096)(self._key_of_text)
+        self._cache: dict[str, tuple[str, bool]] = {}
 
     def __repr__(self) -> str:
         trusted = [str(n) for n in self._networks] + (["unix"] if self._trust_unix else [])
@@ -290,20 +397,52 @@ class ClientIP(KeyFunc):
         network = ipaddress.IPv6Network((int(addr), self._ipv6_prefix), strict=False)
         return f"ip:{network}"
 
-    def _key_of_text(self, text: str) -> tuple[str, bool]:
-        """(key, trusted proxy?) of a peer address or a forwarded node; cached."""
+    def _address(self, text: str) -> tuple[str, bool] | None:
+        """(key, trusted proxy?) of text holding an IP address (brackets and a port allowed),
+        or None when it holds none. Cached for addresses only."""
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
         addr = _parse_ip(_node(text))
         if addr is None:
-            token = _token(_node(text))
-            if not token or token.lower() == "unknown":
-                return NO_PEER, False
-            return f"peer:{token}", False
-        return self._key(addr), bool(self._networks) and self._trusted(addr)
+            return None
+        found = (self._key(addr), bool(self._networks) and self._trusted(addr))
+        cache = self._cache
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        cache[text] = found
+        return found
+
+    def _peer(self, text: str) -> tuple[str, bool]:
+        """(key, trusted proxy?) of the direct peer as the server reports it: an address, or
+        ``peer:<text>`` for a server that names peers otherwise (a test client)."""
+        found = self._address(text)
+        if found is not None:
+            return found
+        token = _token(_node(text))
+        if not token or token.lower() == "unknown":
+            return NO_PEER, False
+        return f"peer:{token}", False
+
+    def _hop(self, node: str | object | None) -> tuple[str, bool]:
+        """(key, trusted proxy?) of one forwarded entry that a trusted proxy passed on: an
+        address, an RFC 7239 obfuscated identifier, else ``peer:unknown`` (a hop that did not
+        say, or text that is malformed: never a key of the client's choosing)."""
+        if not isinstance(node, str):
+            return NO_PEER, False
+        found = self._address(node)
+        if found is not None:
+            return found
+        if self._forwarded:
+            name = node.strip().partition(":")[0]
+            if _OBFUSCATED.fullmatch(name):
+                return f"peer:{name[:_MAX_TOKEN]}", False
+        return NO_PEER, False
 
     def from_view(self, view: RequestView) -> str:
         peer = view.peer()
         if peer:
-            key, trusted = self._key_of(peer)
+            key, trusted = self._peer(peer)
             if not trusted:
                 return key
         elif self._trust_unix:
@@ -314,15 +453,13 @@ class ClientIP(KeyFunc):
         value = view.header(self._header)
         if not value:
             return key
-        nodes: list[str | None] = (
-            _split_forwarded(value) if self._forwarded else list(value.split(","))
-        )
+        nodes: list[str | object | None]
+        if self._forwarded:
+            nodes = _split_forwarded(value)
+        else:
+            nodes = [n for n in value.split(",") if n.strip()]
         for node in reversed(nodes):
-            if node is None:
-                return NO_PEER
-            if not node.strip():
-                continue
-            key, trusted = self._key_of(node)
+            key, trusted = self._hop(node)
             if not trusted:
                 return key
         return key  # every hop is a trusted proxy: the leftmost one is the client
@@ -377,7 +514,7 @@ class Header(KeyFunc):
         return f"header({self._name!r}, fallback={self._fallback!r})"
 
     def from_view(self, view: RequestView) -> str:
-        value = view.header(self._name)
+        value = view.field(self._name)
         if value is not None:
             value = value.strip()
             if value:
@@ -393,7 +530,9 @@ def header(name: str, fallback: KeyFunc | None = None) -> Header:
     The key is ``"hdr:<lower-case name>:<value>"``. A request without the header (or with an
     empty one) gets ``fallback``'s key when one is given (for example ``keys.client_ip()``),
     else the one shared key ``"hdr:<name>"``: leaving the header out never escapes the limit.
-    Several field lines are joined with ``", "``. The value is used as sent; the limiter
+    With several field lines the key reads what the framework gives the application:
+    Starlette and FastAPI (``request.headers[name]``) the first line; a WSGI server, and so
+    Flask and Django, the lines joined into one value. The value is used as sent; the limiter
     hashes values that are long or hold braces or control characters.
 
     Raises ConfigurationError for an empty name or a fallback that is not a built-in key.

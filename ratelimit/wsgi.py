@@ -15,7 +15,11 @@
         headers="ietf",
     )
 
-Rules, exemptions, keys and headers work as in :mod:`ratelimit.asgi`. Custom key, cost and
+Rules, exemptions, keys and headers work as in :mod:`ratelimit.asgi`. Rules and exemptions
+see the request as Werkzeug (Flask) routes it: the path decoded as UTF-8 (``Rule("/café")``)
+with runs of slashes merged (``//login`` is ``/login``), the method in upper case. A
+single-valued header the application's response already has (a Flask view's own limit, say)
+is not added a second time: the application's value stands. Custom key, cost and
 exempt callables get the WSGI ``environ`` (the request of raw WSGI; the built-in keys read it
 directly). An allowed request goes on with the rate-limit headers added to the headers its
 application passes to ``start_response`` (each time it is called, so an error page sent with
@@ -31,7 +35,17 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ratelimit._web import AnyLimiter, Cost, Exempt, Rule, Selector, check_key
+from ratelimit._web import (
+    AnyLimiter,
+    Cost,
+    Exempt,
+    Rule,
+    Selector,
+    key_and_cost,
+    merge_fields,
+    wsgi_method,
+    wsgi_path,
+)
 from ratelimit.errors import ConfigurationError
 from ratelimit.headers import HeadersOption, Renderer, retry_after_seconds
 from ratelimit.keys import EnvironView, KeyFunction, client_ip
@@ -73,9 +87,8 @@ def sync_hit(limiter: AnyLimiter) -> tuple[Limiter, Hit]:
 
 
 def route_path(environ: Environ) -> str:
-    """The path the application's routes see: ``PATH_INFO`` (``SCRIPT_NAME`` is the mount)."""
-    path = environ.get("PATH_INFO") or "/"
-    return path if isinstance(path, str) else "/"
+    """The path the application's routes see: :func:`ratelimit._web.wsgi_path`."""
+    return wsgi_path(environ)
 
 
 class WSGIRateLimitMiddleware:
@@ -131,17 +144,13 @@ class WSGIRateLimitMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         selector = self._selector
         if selector.needs_path:
-            target = selector.select(route_path(environ), environ.get("REQUEST_METHOD", "GET"))
+            target = selector.select(wsgi_path(environ), wsgi_method(environ))
         else:
             target = selector.default
         if target is None or (selector.exempt_call is not None and selector.exempt_call(environ)):
             return self.app(environ, start_response)
 
-        if target.builtin is not None:
-            key = target.builtin.from_view(EnvironView(environ))
-        else:
-            key = check_key(target.key(environ), target.key)
-        cost = target.cost if isinstance(target.cost, int) else target.cost(environ)
+        key, cost = key_and_cost(target.key, target.cost, EnvironView(environ), lambda: environ)
         identifier = target.prefix + key if target.prefix else key
         decision = target.hit(identifier, cost)
         if not decision.allowed:
@@ -154,7 +163,7 @@ class WSGIRateLimitMiddleware:
         def start_with_headers(
             status: str, headers: Headers, exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
-            return start_response(status, [*headers, *extra], exc_info)
+            return start_response(status, [*headers, *merge_fields(headers, extra)], exc_info)
 
         return self.app(environ, start_with_headers)
 

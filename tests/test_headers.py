@@ -203,3 +203,29 @@ def test_the_fast_bytes_path_matches_the_text_fields() -> None:
     two = rl.Limiter("5/minute; 50/hour", clock=clock).hit("k")
     expected = [(n.lower().encode(), v.encode()) for n, v in renderer.fields(two)]
     assert renderer.raw_fields(two) == expected
+
+
+@pytest.mark.parametrize("modes", ["ietf", "draft-6", ("ietf", "draft-6")])
+@pytest.mark.parametrize("secret", [None, b"s"])
+@pytest.mark.parametrize("policies", ["5/minute", "5/minute; 7/hour", "1/s; 5/minute; 9/hour"])
+def test_bytes_and_text_fields_agree_for_every_decision(
+    modes: object, secret: bytes | None, policies: str
+) -> None:
+    clock = Clock()
+    renderer = Renderer(modes, partition_key_secret=secret)  # type: ignore[arg-type]
+    for _ in range(3):
+        # a fresh decision each time: its per-policy details are built lazily, or never
+        decision = rl.Limiter(policies, clock=clock).hit("k")
+        raw = renderer.raw_fields(decision, "k")
+        text = renderer.fields(rl.Limiter(policies, clock=clock).hit("k"), "k")
+        assert raw == [(n.lower().encode(), v.encode()) for n, v in text]
+        if "ietf" in renderer.modes:
+            assert len(sf_list(raw[0][1].decode())) == policies.count("/")
+
+
+def test_per_policy_is_the_decisions_of_every_policy() -> None:
+    one = rl.Limiter("5/minute").hit("k")
+    assert one.per_policy == (one,)
+    several = rl.Limiter("5/minute; 7/hour").hit("k")
+    assert [d.limit for d in several.per_policy] == [5, 7]
+    assert several.per_policy == several.details

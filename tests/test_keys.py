@@ -122,7 +122,8 @@ PROXY = "10.0.0.5"
         (" ,198.51.100.4 , ", "ip:198.51.100.4"),
         # what a trusted proxy wrote but is not an address
         ("unknown", "peer:unknown"),
-        ("1.1.1.1, garbage", "peer:garbage"),
+        # not an address: malformed, never a key of the client's choosing
+        ("1.1.1.1, garbage", "peer:unknown"),
         ("", f"ip:{PROXY}"),
     ],
 )
@@ -161,6 +162,53 @@ def test_rfc_7239_forwarded(forwarded: str, expected: str) -> None:
     assert key(scope(peer=PROXY, forwarded=forwarded)) == expected
 
 
+@pytest.mark.parametrize(
+    "client",
+    [
+        'for="a',  # an unclosed quote that would swallow the proxy's element
+        'for="a\\',
+        'for="a\\"',
+        "for=a",  # not a node
+        "for=1.1.1.1;for=2.2.2.2",  # two for= in one element
+        'for="1.1.1.1"x',  # text after a quoted string
+        "for",  # a pair without "="
+        'proto=https;for="[2001:db8::1',
+    ],
+)
+@pytest.mark.parametrize("lines", [1, 2])
+def test_forwarded_proxy_element_is_found_whatever_the_client_wrote(
+    client: str, lines: int
+) -> None:
+    key = keys.client_ip(trusted_proxies=["10.0.0.0/8"], header="Forwarded")
+    for proxy in ("for=203.0.113.7", 'for="203.0.113.7:4711"', 'for="[2001:db8:3::1]"'):
+        expected = "ip:2001:db8:3::/64" if "2001" in proxy else "ip:203.0.113.7"
+        value = [client, proxy] if lines == 2 else [f"{client}, {proxy}"]
+        assert key(scope(peer=PROXY, forwarded=value)) == expected, (client, proxy)
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    ['for="a', "for=a", "for=1.1.1.1;for=2.2.2.2", 'for="1.1.1.1"x', "for", "for=[::1"],
+)
+def test_a_malformed_forwarded_element_is_never_a_key_of_its_own(forwarded: str) -> None:
+    # a trusted proxy passed the element on: it is malformed, not the client's chosen key
+    key = keys.client_ip(trusted_proxies=["10.0.0.0/8"], header="Forwarded")
+    assert key(scope(peer=PROXY, forwarded=forwarded)) == "peer:unknown"
+    assert key(scope(peer=PROXY, forwarded=f"{forwarded}, for=10.0.0.9")) == "peer:unknown"
+
+
+def test_client_chosen_text_does_not_fill_the_key_cache() -> None:
+    forwarded = keys.client_ip(trusted_proxies=["10.0.0.0/8"], header="Forwarded")
+    xff = keys.client_ip(trusted_proxies=["10.0.0.0/8"])
+    for n in range(5000):
+        assert forwarded(scope(peer=PROXY, forwarded=f'for="a{n}')) == "peer:unknown"
+        assert forwarded(scope(peer=PROXY, forwarded=f"for=a{n}")) == "peer:unknown"
+        assert xff(scope(peer=PROXY, x_forwarded_for=f"junk{n}")) == "peer:unknown"
+    # only the proxy's address was remembered, not one entry per value sent
+    assert len(forwarded._cache) <= 1
+    assert len(xff._cache) <= 1
+
+
 def test_only_the_named_header_is_read() -> None:
     # The proxy writes X-Forwarded-For; a Forwarded header is the client's own invention.
     xff = keys.client_ip(trusted_proxies=["10.0.0.0/8"])
@@ -190,6 +238,18 @@ def test_ipv4_mapped_ipv6_is_ipv4() -> None:
     # a dual-stack server reports the IPv4 proxy as mapped; it is still trusted
     request = scope(peer="::ffff:10.0.0.5", x_forwarded_for="::ffff:198.51.100.4")
     assert key(request) == "ip:198.51.100.4"
+
+
+@pytest.mark.parametrize(
+    "network", ["::ffff:10.0.0.0/104", "::ffff:10.0.0.1/128", "::ffff:0:0/96", "::/0"]
+)
+@pytest.mark.parametrize("peer", ["::ffff:10.0.0.1", "10.0.0.1"])
+def test_ipv4_mapped_trusted_proxy_ranges_match(network: str, peer: str) -> None:
+    key = keys.client_ip(trusted_proxies=[network])
+    assert key(scope(peer=peer, x_forwarded_for="198.51.100.4")) == "ip:198.51.100.4"
+    # and the range covers nothing beyond itself
+    if network.endswith(("/104", "/128")):
+        assert key(scope(peer="::ffff:11.0.0.1", x_forwarded_for="1.2.3.4")) == "ip:11.0.0.1"
 
 
 def test_ipv6_trusted_proxies() -> None:
@@ -232,7 +292,36 @@ def test_header_key() -> None:
     key = keys.header("X-API-Key")
     assert key(scope(x_api_key="abc")) == "hdr:x-api-key:abc"
     assert key(environ(X_API_KEY=" abc ")) == "hdr:x-api-key:abc"
-    assert key(scope(x_api_key=["a", "b"])) == "hdr:x-api-key:a, b"
+    assert key(scope(x_api_key="a, b")) == "hdr:x-api-key:a, b"
+
+
+def test_header_key_reads_the_value_the_application_reads() -> None:
+    from flask import Flask
+    from starlette.requests import Request
+    from werkzeug.test import EnvironBuilder
+
+    key = keys.header("X-API-Key")
+    # Starlette (and FastAPI) give the app the first of two field lines
+    asgi = scope(x_api_key=["k", "junk"])
+    assert Request(asgi).headers["x-api-key"] == "k"
+    assert key(asgi) == key(Request(asgi)) == "hdr:x-api-key:k"
+    # a WSGI server joins them, and Flask's request.headers gives the app the joined value
+    env = EnvironBuilder(headers=[("X-API-Key", "k"), ("X-API-Key", "junk")]).get_environ()
+    app = Flask(__name__)
+    with app.request_context(env):
+        from flask import request
+
+        assert key(request) == "hdr:x-api-key:" + request.headers["X-API-Key"]
+
+
+def test_header_key_of_a_django_request_reads_its_meta() -> None:
+    class DjangoLikeRequest:  # Django's ASGIRequest: a scope, and META joined with ","
+        def __init__(self) -> None:
+            self.scope = scope(x_api_key=["k", "junk"])
+            self.META = {"REMOTE_ADDR": "203.0.113.7", "HTTP_X_API_KEY": "k,junk"}
+
+    assert keys.header("X-API-Key")(DjangoLikeRequest()) == "hdr:x-api-key:k,junk"
+    assert keys.client_ip()(DjangoLikeRequest()) == "ip:203.0.113.7"
 
 
 def test_missing_header_cannot_escape_the_limit() -> None:

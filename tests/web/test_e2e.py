@@ -210,3 +210,48 @@ def test_gunicorn_streaming_and_exempt(gunicorn_url: str) -> None:
         assert arrivals[-1] - arrivals[0] >= 0.1
         for _ in range(25):
             assert client.get("/health", headers=who).status_code == 200
+
+
+# --- a rule limits what reaches its view, as gunicorn and Werkzeug route it ----------------------
+
+
+@pytest.fixture(scope="module")
+def gunicorn_login_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("gunicorn-login") / "server.log"
+    command = [sys.executable, "-m", "gunicorn", "tests.web.wsgi_login_app:app",
+               "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "2",
+               "--log-level", "warning"]  # fmt: skip
+    yield from serve(command, port, log)
+
+
+def raw_get(url: str, target: str) -> tuple[int, bytes]:
+    """GET with the request target sent byte for byte (no client-side normalising)."""
+    import http.client
+
+    host, _, port = url.removeprefix("http://").partition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.putrequest("GET", target, skip_accept_encoding=True)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        ("/login", "//login"),
+        ("/api/login", "/api//login"),
+        ("/caf%C3%A9", "//caf%C3%A9"),
+    ],
+)
+def test_a_rule_limits_every_request_that_reaches_its_view_under_gunicorn(
+    gunicorn_login_url: str, first: str, then: str
+) -> None:
+    answers = [raw_get(gunicorn_login_url, target) for target in (first, then, then, first)]
+    # the view answered the first two, whatever the slashes; the rule counted both
+    assert [status for status, _ in answers] == [200, 200, 429, 429], answers
+    assert answers[1][1] in (b"login", "café".encode())

@@ -247,3 +247,56 @@ def test_init_app_twice_rereads_config_without_doubling_hooks() -> None:
     response = app.test_client().get("/items/1")
     assert response.headers.getlist("RateLimit-Limit") == ["2"]
     assert "RateLimit" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("RATELIMIT_ON_ERROR", "block"),
+        ("RATELIMIT_PREFIX", None),
+        ("RATELIMIT_PREFIX", ""),
+        ("RATELIMIT_STORE", "memcached://localhost"),
+        ("RATELIMIT_STORE", object()),
+        ("RATELIMIT_ENABLED", "maybe"),
+        ("RATELIMIT_ENABLED", 2),
+        ("RATELIMIT_HEADERS", "rfc"),
+        ("RATELIMIT_PARTITION_KEY_SECRET", 42),
+        ("RATELIMIT_TRUSTED_PROXIES", ["not-a-network"]),
+        ("RATELIMIT_KEY", "client_ip"),
+        ("RATELIMIT_DEFAULT", "often"),
+    ],
+)
+def test_every_setting_is_checked_at_init_app_naming_it(setting: str, value: Any) -> None:
+    app = Flask(__name__)
+    app.config[setting] = value
+    with pytest.raises(rl.ConfigurationError, match=setting):
+        FlaskRateLimit(app)
+
+
+def test_memory_url_is_a_memory_store() -> None:
+    app = create_app(RATELIMIT_STORE="memory://")
+    assert isinstance(app.extensions["ratelimit"].store, rl.MemoryStore)
+    client = app.test_client()
+    assert [client.get("/items/1").status_code for _ in range(3)] == [200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    ("text", "enabled"),
+    [("false", False), ("0", False), ("no", False), ("off", False), ("False", False),
+     ("true", True), ("1", True), ("yes", True), ("on", True), (" TRUE ", True)],
+)  # fmt: skip
+def test_boolean_settings_from_the_environment_read_as_meant(text: str, enabled: bool) -> None:
+    client = create_app(RATELIMIT_ENABLED=text).test_client()
+    statuses = [client.get("/items/1").status_code for _ in range(3)]
+    assert statuses == ([200, 200, 429] if enabled else [200, 200, 200])
+
+
+def test_trusted_proxies_from_the_environment_are_a_list() -> None:
+    app = create_app(RATELIMIT_TRUSTED_PROXIES="10.0.0.0/8, 192.168.0.0/16")
+    client = app.test_client()
+    for proxy in ("10.0.0.1", "192.168.1.1"):
+        response = client.get("/items/1", headers={"X-Forwarded-For": "198.51.100.9"},
+                              environ_base={"REMOTE_ADDR": proxy})  # fmt: skip
+        assert response.status_code == 200
+    assert client.get("/items/1", headers={"X-Forwarded-For": "198.51.100.9"},
+                      environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 429  # fmt: skip

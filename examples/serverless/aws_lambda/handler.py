@@ -18,11 +18,12 @@ invocations reuse it and its open HTTPS connection. ``from_env()`` gives the cli
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any
 
 import ratelimit as rl
+from ratelimit import keys
+from ratelimit.headers import PROBLEM_JSON, Renderer
 
 limiter = rl.Limiter(
     os.environ.get("RATELIMIT_LIMITS", "10/second; 1000/day"),
@@ -30,36 +31,39 @@ limiter = rl.Limiter(
     prefix=os.environ.get("RATELIMIT_PREFIX", "api"),
     on_error=os.environ.get("RATELIMIT_ON_ERROR", "allow"),  # type: ignore[arg-type]
 )
+# The caller's address as API Gateway saw it, never a header the client wrote: the library's
+# key groups an IPv6 caller's /64 and spells each address one way ("ip:2001:db8:3::/64").
+client_ip = keys.client_ip()
+renderer = Renderer("draft-6")  # RateLimit-Limit/Remaining/Reset, as the integrations send them
 
 
-def client_key(event: dict[str, Any]) -> str:
-    """The caller's address as API Gateway saw it (HTTP API / function URL: ``http.sourceIp``;
-    REST API: ``identity.sourceIp``). Never a client-supplied header."""
-    context = event.get("requestContext") or {}
-    ip = (context.get("http") or {}).get("sourceIp") or (context.get("identity") or {}).get(
-        "sourceIp"
-    )
-    return f"ip:{ip or 'unknown'}"
+def _field(mapping: object, name: str) -> Any:
+    return mapping.get(name) if isinstance(mapping, dict) else None
 
 
-def rate_limit_headers(decision: rl.Decision) -> dict[str, str]:
-    """``RateLimit-Limit/Remaining/Reset`` (draft-6 names), seconds rounded up."""
-    return {
-        "RateLimit-Limit": str(decision.limit),
-        "RateLimit-Remaining": str(decision.remaining),
-        "RateLimit-Reset": str(math.ceil(decision.reset_after)),
-    }
+def client_key(event: object) -> str:
+    """The caller's key, from the address API Gateway saw (HTTP API / function URL:
+    ``requestContext.http.sourceIp``; REST API: ``requestContext.identity.sourceIp``).
+    An event without one gets the shared ``"peer:unknown"``."""
+    context = _field(event, "requestContext")
+    http, identity = _field(context, "http"), _field(context, "identity")
+    ip = _field(http, "sourceIp") or _field(identity, "sourceIp")
+    environ = {"REQUEST_METHOD": "GET", "REMOTE_ADDR": ip if isinstance(ip, str) else ""}
+    return client_ip(environ)
 
 
-def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
-    """One check per invocation; 429 with ``Retry-After`` when the caller is over a limit."""
+def handler(event: object, context: object) -> dict[str, Any]:
+    """One check per invocation; 429 with ``Retry-After`` when the caller is over a limit
+    (503 when Upstash failed and ``RATELIMIT_ON_ERROR=deny``). An event that is not an HTTP
+    event (not a JSON object) is answered 400 without a check."""
+    if not isinstance(event, dict):
+        body = json.dumps({"title": "Bad Request", "status": 400, "detail": "not an HTTP event"})
+        return {"statusCode": 400, "headers": {"Content-Type": PROBLEM_JSON}, "body": body}
     decision = limiter.hit(client_key(event))
-    headers = rate_limit_headers(decision)
     if not decision.allowed:
-        retry = max(1, math.ceil(decision.retry_after))
-        headers.update({"Retry-After": str(retry), "Content-Type": "application/problem+json"})
-        body = {"title": "Too Many Requests", "status": 429, "retry_after": retry}
-        return {"statusCode": 429, "headers": headers, "body": json.dumps(body)}
+        status, fields, denial = renderer.deny(decision)
+        return {"statusCode": status, "headers": dict(fields), "body": denial.decode()}
+    headers = dict(renderer.fields(decision))
     headers["Content-Type"] = "application/json"
-    body = {"message": "hello from Lambda", "remaining": decision.remaining}
-    return {"statusCode": 200, "headers": headers, "body": json.dumps(body)}
+    body = json.dumps({"message": "hello from Lambda", "remaining": decision.remaining})
+    return {"statusCode": 200, "headers": headers, "body": body}

@@ -2,30 +2,35 @@
 over Upstash's REST API: one HTTP request per check.
 
 Pure ASGI, no framework: the same ``app`` runs under uvicorn or any ASGI server. With Starlette
-or FastAPI, use ``ratelimit.asgi.RateLimitMiddleware`` with the same ``AsyncUpstashStore``.
+or FastAPI, use ``ratelimit.asgi.RateLimitMiddleware`` with an ``AsyncUpstashStore``.
 
 Environment:
 
 - ``UPSTASH_REDIS_REST_URL``, ``UPSTASH_REDIS_REST_TOKEN``: the database (required);
 - ``RATELIMIT_LIMITS``: the limits, default ``"10/second; 1000/day"``;
 - ``RATELIMIT_PREFIX``: the first part of every key, default ``"api"``;
-- ``RATELIMIT_ON_ERROR``: ``"allow"`` (default), ``"deny"`` or ``"raise"`` when Upstash fails.
+- ``RATELIMIT_ON_ERROR``: ``"allow"`` (default), ``"deny"`` or ``"raise"`` when Upstash fails;
+- ``TRUSTED_PROXIES``: off Vercel, the addresses of your own reverse proxies (comma-separated).
 
-An async HTTP client belongs to the event loop it first ran on, and a serverless runtime may
-serve requests on a new loop: the limiter is built on first use in the running loop (and again
-if the loop changes), and closed at lifespan shutdown when the runtime sends one.
+Why a sync limiter in an async app: a serverless runtime may serve each request on a new event
+loop, and an async HTTP client belongs to the loop it first ran on, so an async limiter would
+need a new client (and leave the old one open) each time the loop changes. The sync client
+belongs to no loop: the process keeps one, with its keep-alive connection, for every request,
+and each check runs in a worker thread (``asyncio.to_thread``) so it never blocks the loop.
+The client is closed at lifespan shutdown when the runtime sends one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import ratelimit as rl
+from ratelimit import keys
+from ratelimit.headers import Renderer
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -34,45 +39,38 @@ Send = Callable[[Message], Awaitable[None]]
 
 EXEMPT = frozenset({"/health"})
 
-_limiter: rl.AsyncLimiter | None = None
-_loop: asyncio.AbstractEventLoop | None = None
+limiter = rl.Limiter(
+    os.environ.get("RATELIMIT_LIMITS", "10/second; 1000/day"),
+    store=rl.UpstashStore.from_env(),
+    prefix=os.environ.get("RATELIMIT_PREFIX", "api"),
+    on_error=os.environ.get("RATELIMIT_ON_ERROR", "allow"),  # type: ignore[arg-type]
+)
+renderer = Renderer("draft-6")  # RateLimit-Limit/Remaining/Reset, as the integrations send them
 
 
-def build_limiter() -> rl.AsyncLimiter:
-    """The limiter, configured from the environment."""
-    return rl.AsyncLimiter(
-        os.environ.get("RATELIMIT_LIMITS", "10/second; 1000/day"),
-        store=rl.AsyncUpstashStore.from_env(),
-        prefix=os.environ.get("RATELIMIT_PREFIX", "api"),
-        on_error=os.environ.get("RATELIMIT_ON_ERROR", "allow"),  # type: ignore[arg-type]
-    )
+def build_key() -> Callable[[Any], str]:
+    """The library's client-IP key. On Vercel (``VERCEL`` is set there) the edge writes
+    ``x-real-ip`` itself, so a client cannot forge it: it is read from whatever peer the
+    runtime reports. Elsewhere the direct peer, or ``X-Forwarded-For`` from the proxies
+    named in ``TRUSTED_PROXIES``. Either way IPv6 callers are grouped by /64 and each address
+    is spelled one way."""
+    if os.environ.get("VERCEL"):
+        return keys.client_ip(trusted_proxies=["0.0.0.0/0", "::/0"], header="X-Real-IP")
+    trusted = os.environ.get("TRUSTED_PROXIES", "").replace(",", " ").split()
+    return keys.client_ip(trusted_proxies=trusted)
 
 
-def limiter() -> rl.AsyncLimiter:
-    """This event loop's limiter, built on first use."""
-    global _limiter, _loop
-    loop = asyncio.get_running_loop()
-    if _limiter is None or _loop is not loop:
-        _limiter, _loop = build_limiter(), loop
-    return _limiter
+client_key = build_key()
+
+
+def exempt(path: str) -> bool:
+    """``/health`` and ``/health/`` alike (a trailing slash reaches the same handler here)."""
+    return (path.rstrip("/") or "/") in EXEMPT
 
 
 async def aclose() -> None:
     """Close the limiter's HTTP client (lifespan shutdown, tests)."""
-    global _limiter, _loop
-    current, _limiter, _loop = _limiter, None, None
-    if current is not None:
-        await current.store.client.close()  # type: ignore[attr-defined]
-
-
-def client_key(scope: Scope) -> str:
-    """The caller's address. Vercel's edge sets ``x-real-ip`` itself (a client cannot forge
-    it there); elsewhere, behind your own proxies, use ``ratelimit.keys.client_ip``."""
-    for name, value in scope.get("headers") or ():
-        if name == b"x-real-ip":
-            return "ip:" + value.decode("latin-1")
-    client = scope.get("client")
-    return f"ip:{client[0] if client else 'unknown'}"
+    limiter.store.client.close()  # type: ignore[attr-defined]
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,39 +79,33 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     if scope["type"] != "http":
         return
-    if scope["path"] in EXEMPT:
-        await _respond(send, 200, {"status": "ok"}, [])
+    if exempt(scope["path"]):
+        await _respond(send, 200, json.dumps({"status": "ok"}).encode(), [])
         return
-    decision = await limiter().hit(client_key(scope))
-    headers = [
-        (b"ratelimit-limit", str(decision.limit).encode()),
-        (b"ratelimit-remaining", str(decision.remaining).encode()),
-        (b"ratelimit-reset", str(math.ceil(decision.reset_after)).encode()),
-    ]
+    decision = await asyncio.to_thread(limiter.hit, client_key(scope))
     if not decision.allowed:
-        retry = max(1, math.ceil(decision.retry_after))
-        headers.append((b"retry-after", str(retry).encode()))
-        body = {"title": "Too Many Requests", "status": 429, "retry_after": retry}
-        await _respond(send, 429, body, headers, b"application/problem+json")
+        status, fields, body = renderer.deny(decision)
+        await _respond(send, status, body, fields)
         return
-    await _respond(send, 200, {"message": "hello from Vercel", "path": scope["path"]}, headers)
+    body = json.dumps({"message": "hello from Vercel", "path": scope["path"]}).encode()
+    headers = [*renderer.fields(decision), ("Content-Type", "application/json")]
+    await _respond(send, 200, body, headers)
 
 
-async def _respond(send: Send, status: int, body: dict[str, Any],
-                   headers: list[tuple[bytes, bytes]],
-                   content_type: bytes = b"application/json") -> None:  # fmt: skip
-    payload = json.dumps(body).encode()
-    headers = [*headers, (b"content-type", content_type),
-               (b"content-length", str(len(payload)).encode())]  # fmt: skip
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers = [*headers, ("Content-Type", "application/json")]
+    if not any(name.lower() == "content-length" for name, _ in headers):
+        headers = [*headers, ("Content-Length", str(len(body)))]
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            limiter()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await aclose()
