@@ -14,8 +14,9 @@ integration; one, a tuple of several, or None for no rate-limit headers):
     bucket has no window; it advertises ``q=burst`` and ``w`` = the time a full refill takes,
     so ``q/w`` is its sustained rate and ``r`` never exceeds ``q``. A ``Concurrency`` policy
     advertises ``q`` = its slots with the quota unit ``qu="concurrent-requests"`` and no ``w``;
-    its ``r`` is the free slots and ``t`` the time until its latest lease runs out. ``r`` is what the policy
-    still admits and ``t`` the seconds until it is back to full capacity (rounded up). With a
+    its ``r`` is the free slots and ``t`` the time until its latest lease runs out. ``r`` is
+    what the policy still admits and ``t`` the seconds until it is back to full capacity
+    (rounded up). With a
     ``partition_key_secret``, each ``RateLimit`` item carries ``pk``: a keyed hash (HMAC-SHA256,
     12 bytes) of the rate-limit key, never the key itself, so no IP address or user id leaks.
 

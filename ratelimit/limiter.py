@@ -169,6 +169,12 @@ class _LimiterBase:
         return self._plan.policies
 
     @property
+    def needs_acquire(self) -> bool:
+        """Whether a policy is a :class:`Concurrency`: calls take leases (:meth:`acquire`),
+        never ``hit``."""
+        return bool(self._slots)
+
+    @property
     def prefix(self) -> str:
         """The first part of every store key."""
         return self._prefix
