@@ -37,15 +37,20 @@ local function expire_with_leases(key, now)
   end
 end
 
--- state {in_flight, oldest live expiry, latest live expiry} (0s when nothing is in flight)
+-- state {in_flight, oldest live expiry, latest live expiry} (0s when nothing is in flight;
+-- the oldest is read only when every slot is taken: a denial's retry_after needs it)
 function concurrency.load(key, now, limit, period, rate)
   local after = '(' .. string.format('%d', now)
   local n = redis.call('ZCOUNT', key, after, '+inf')
   if n == 0 then
     return {0, 0, 0}
   end
-  local oldest = redis.call('ZRANGEBYSCORE', key, after, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  return {n, tonumber(oldest[2]), latest_score(key)}
+  local oldest = 0
+  if n >= limit then
+    oldest = tonumber(redis.call('ZRANGEBYSCORE', key, after, '+inf', 'WITHSCORES',
+                                 'LIMIT', 0, 1)[2])
+  end
+  return {n, oldest, latest_score(key)}
 end
 
 function concurrency.report(s, now, limit, period, rate, cost)
@@ -70,11 +75,11 @@ function concurrency.charge(s, key, now, limit, period, rate, cost)
   end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now))
   redis.call('ZADD', key, string.format('%d', now + period), lease.id)
-  expire_with_leases(key, now)
-  local latest = s[3]
+  local latest = s[3] -- the latest live lease before this one (0: none)
   if latest < now + period then
     latest = now + period
   end
+  redis.call('PEXPIRE', key, string.format('%d', latest - now))
   return latest - now, 1
 end
 
