@@ -556,3 +556,18 @@ def test_ietf_headers_name_a_concurrency_policy_with_its_quota_unit(clock: Clock
     status, headers, _ = Renderer("ietf").deny(denied.decision)
     # the oldest lease ends 28.75 s from now (an upper bound): rounded up
     assert status == 429 and dict(headers)["Retry-After"] == "29"
+
+
+def test_typing_file_passes_mypy_strict() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "tests/typing/check_leases.py"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
