@@ -367,6 +367,93 @@ def bench_redis(url: str, run: str, s: Settings, server_pid: int | None) -> list
     return groups
 
 
+def bench_levers(url: str, run: str) -> list[dict[str, Any]]:
+    """Server time of one check by each way of calling the same Lua (on a server we started:
+    it resets the server's statistics): ``usec_per_call`` of
+    ``FCALL`` of the function library against ``EVALSHA`` of the whole script (which rebuilds
+    every function of the chunk on each call) and of the script with only the limiter's
+    algorithms (what the cluster and Upstash stores send), beside the two floors; 5,000
+    pipelined calls, best of five, so that only the server's work is measured."""
+    import redis
+
+    from ratelimit.scripts import library
+    from ratelimit.stores.base import Plan
+
+    client = redis.Redis.from_url(url)
+    lib = library()
+    client.execute_command("FUNCTION", "LOAD", "REPLACE", lib.text)
+    check = lib.scripts["check"]
+    client.script_load(check.text)
+    count_sha = client.script_load(COUNT_SCRIPT)
+    return_1_sha = client.script_load("return 1")
+
+    def usec_per_call(command: str, args: Callable[[int], tuple[Any, ...]]) -> float:
+        best = float("inf")
+        for _ in range(5):
+            client.config_resetstat()
+            pipe = client.pipeline(transaction=False)
+            for i in range(5000):
+                pipe.execute_command(command, *args(i))
+            pipe.execute()
+            stats = client.info("commandstats")[f"cmdstat_{command.lower()}"]
+            best = min(best, float(stats["usec_per_call"]))
+        return best
+
+    rows = [
+        {
+            "case": FLOOR,
+            "usec_per_call": usec_per_call(
+                "EVALSHA", lambda i: (count_sha, 1, f"rlbench-{run}-lever:{i & 7}", 60_000)
+            ),
+        },
+        {"case": RETURN_1, "usec_per_call": usec_per_call("EVALSHA", lambda i: (return_1_sha, 0))},
+    ]
+    for algorithm in ALGORITHMS:
+        for n in (1, 2):
+            policies = our_policies(algorithm, n)
+            plan = Plan(policies)
+
+            def args(
+                i: int, name: str, policies: list[Any] = policies, spec: str = plan.spec
+            ) -> tuple[Any, ...]:
+                keys = [f"rlbench-{run}-lever:{{u{i & 7}}}:{p.id}" for p in policies]
+                return (name, len(keys), *keys, "", 1, "1", spec)
+
+            subset = lib.script_for("check", plan.codes)
+            client.script_load(subset.text)
+            fcall = usec_per_call("FCALL", lambda i: args(i, lib.functions["check"]))
+            evalsha = usec_per_call("EVALSHA", lambda i: args(i, check.sha))
+            own = usec_per_call("EVALSHA", lambda i, sha=subset.sha: args(i, sha))
+            rows.append(
+                {
+                    "case": f"ours, {LABELS[algorithm]}, {n} polic{'y' if n == 1 else 'ies'}",
+                    "fcall_usec_per_call": fcall,
+                    "evalsha_usec_per_call": evalsha,
+                    "evalsha_own_algorithms_usec_per_call": own,
+                }
+            )
+    client.close()
+    return rows
+
+
+def levers_table(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in rows:
+        if "usec_per_call" in r:
+            lines.append([r["case"], "—", f"{r['usec_per_call']:.2f}", "—"])
+        else:
+            lines.append(
+                [
+                    r["case"],
+                    f"{r['fcall_usec_per_call']:.2f}",
+                    f"{r['evalsha_usec_per_call']:.2f}",
+                    f"{r['evalsha_own_algorithms_usec_per_call']:.2f}",
+                ]
+            )
+    head = ["case", "FCALL µs/call", "EVALSHA µs/call", "EVALSHA, its algorithms only"]
+    return h.markdown_table(head, lines, "lrrr")
+
+
 def cpu_figures(result: h.Result) -> dict[str, Any]:
     """Per check: client and server CPU µs, script calls and ``usec_per_call`` of them."""
     calls = result.totals.get("script_calls", 0.0)
@@ -787,6 +874,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pid = server.process.pid if server is not None and server.process is not None else None
         redis_groups = bench_redis(url, run, s, pid)
+        # CONFIG RESETSTAT and FUNCTION LOAD: only on a server of our own
+        levers = bench_levers(url, run) if server is not None else []
     finally:
         if server is not None:
             server.stop()
@@ -825,6 +914,7 @@ def main(argv: list[str] | None = None) -> int:
         "pinning_text": pinning.describe(),
         "skipped": skipped,
         "redis": redis_groups,
+        "levers": levers,
         "memory": memory_groups,
         "import_time": imports,
     }
@@ -838,6 +928,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(summary_table(report))
     print()
+    if report["levers"]:
+        print(levers_table(report["levers"]))
+        print()
     print(targets_table(report["targets"]))
     h.write_json(args.out, report)
     png = chart(report, os.path.splitext(args.out)[0] + ".png")

@@ -234,7 +234,7 @@ class _LimiterBase:
         self._check_cost(cost)
         keys = self.keys(key)
         denied = self._denied
-        if denied is not None:
+        if denied:  # not None and not empty: an empty cache costs no clock reading
             cached = denied.get(key, cost, self._local())
             if cached is not None:
                 if self._on_event is not None:

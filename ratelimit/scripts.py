@@ -9,7 +9,10 @@ come two forms of the same code:
 - a Redis function library (``FUNCTION LOAD``; each entry is the function
   ``<library>_<entry>``, called with ``FCALL``), named after the SHA1 of the chunk so that two
   versions of this package on one server never call each other's code;
-- one script per entry (``EVALSHA``), for servers and clients without functions.
+- one script per entry (``EVALSHA``), for servers and clients without functions; and, for a
+  limiter whose policies use only some algorithms, the same script with only their files
+  (:meth:`Library.script_for`): an ``EVALSHA`` rebuilds every function of its script on each
+  call, so a script without the algorithms it never runs costs the server less.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ LUA_FILES = ("common.lua", "fixed_window.lua", "sliding_window.lua", "token_buck
              "concurrency.lua", "settle.lua", "limiter.lua")  # fmt: skip
 
 _ENTRIES = re.compile(r"^local entries = \{(?P<names>[^}]*)\}\s*$", re.MULTILINE)
+# how an algorithm file names itself: algorithms['f'] = fixed_window
+_ALGORITHM = re.compile(r"^algorithms\['(?P<code>\w+)'\] = ", re.MULTILINE)
 
 
 def lua_dir() -> str:
@@ -58,9 +63,12 @@ class Library:
     """The Lua chunk in both forms: ``text`` for ``FUNCTION LOAD``, with ``functions[entry]``
     the name to ``FCALL``; ``scripts[entry]`` the script to ``EVALSHA``."""
 
-    __slots__ = ("functions", "name", "scripts", "text")
+    __slots__ = ("_parts", "_subsets", "functions", "name", "scripts", "text")
 
-    def __init__(self, body: str) -> None:
+    def __init__(self, body: str, parts: list[str] | None = None) -> None:
+        #: the files' texts, in order (``body`` joined); algorithm files name their code
+        self._parts = parts if parts is not None else [body]
+        self._subsets: dict[tuple[str, str], Script] = {}
         match = _ENTRIES.search(body)
         if match is None:
             raise RuntimeError("limiter.lua must end by listing its entry points in `entries`")
@@ -72,6 +80,27 @@ class Library:
         )
         self.text = f"#!lua name={self.name}\n{body}{register}\n"
         self.scripts = {e: Script(f"{body}\nreturn entries.{e}(KEYS, ARGV)\n") for e in entries}
+
+    def script_for(self, entry: str, codes: str) -> Script:
+        """The script of ``entry`` with only the algorithm files whose codes are in ``codes``
+        (``"f"``, ``"fs"``...); the whole script when a code is unknown."""
+        key = (entry, codes)
+        script = self._subsets.get(key)
+        if script is None:
+            kept = []
+            found: set[str] = set()
+            for part in self._parts:
+                named = _ALGORITHM.search(part)
+                if named is None or named["code"] in codes:
+                    kept.append(part)
+                    if named is not None:
+                        found.add(named["code"])
+            if found != set(codes):
+                script = self.scripts[entry]
+            else:
+                script = Script(f"{chr(10).join(kept)}\nreturn entries.{entry}(KEYS, ARGV)\n")
+            self._subsets[key] = script
+        return script
 
     def __repr__(self) -> str:
         return f"Library(name={self.name!r}, entries={sorted(self.functions)!r})"
@@ -89,7 +118,7 @@ def library() -> Library:
         for name in LUA_FILES:
             with open(os.path.join(folder, name), encoding="utf-8") as f:
                 parts.append(f.read())
-        _library = Library("\n".join(parts))
+        _library = Library("\n".join(parts), parts)
     return _library
 
 

@@ -188,3 +188,64 @@ async def test_cluster_keys_of_one_identifier_share_a_slot(servers: object) -> N
     for key in ODD:
         slots = {key_slot(k.encode("utf-8")) for k in limiter.keys(key)}
         assert len(slots) == 1, (key, slots)
+
+
+class _NoFunctions:
+    """A redis-py client in front of a server without functions (Redis 6, a proxy): FCALL and
+    FUNCTION are unknown commands; everything else goes through, and is recorded."""
+
+    def __init__(self) -> None:
+        import fakeredis
+
+        self.inner = fakeredis.FakeRedis()
+        self.sent: list[str] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        import redis
+
+        name = str(args[0]).upper()
+        self.sent.append(name)
+        if name in ("FCALL", "FUNCTION"):
+            raise redis.exceptions.ResponseError(
+                f"unknown command '{name}', with args beginning with: "
+            )
+        return self.inner.execute_command(*args, **options)
+
+
+def test_a_server_without_functions_is_served_by_scripts(clock: Clock) -> None:
+    """FCALL unknown: the same call goes once as EVAL (two requests), then EVALSHA for good."""
+    client = _NoFunctions()
+    limiter = rl.Limiter(POLICIES, store=rl.RedisStore(client), clock=clock)  # type: ignore[arg-type]
+    assert limiter.hit("k").allowed
+    assert client.sent == ["FCALL", "EVAL"]
+    d = limiter.hit("k")
+    assert d.allowed and d.details[0].remaining == 48
+    assert client.sent == ["FCALL", "EVAL", "EVALSHA"]
+
+
+class _ReadOnlyReplica(_NoFunctions):
+    """A server that has functions but refuses to load one for now (a read-only replica)."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        import redis
+
+        name = str(args[0]).upper()
+        self.sent.append(name)
+        if name == "FCALL":
+            raise redis.exceptions.ResponseError("Function not found")
+        if name == "FUNCTION":
+            raise redis.exceptions.ReadOnlyError("You can't write against a read only replica.")
+        return self.inner.execute_command(*args, **options)
+
+
+def test_a_passing_refusal_to_load_the_library_is_a_store_error_not_a_switch(
+    clock: Clock,
+) -> None:
+    """FUNCTION LOAD refused for a passing reason: that check follows on_error, nothing more is
+    sent, and the store keeps functions for the next check (it does not fall back for good)."""
+    client = _ReadOnlyReplica()
+    store = rl.RedisStore(client, breaker=False)  # type: ignore[arg-type]
+    limiter = rl.Limiter(POLICIES, store=store, clock=clock)
+    d = limiter.hit("k")
+    assert d.allowed and d.reason == "store_error"
+    assert client.sent == ["FCALL", "FUNCTION"] and store.functions

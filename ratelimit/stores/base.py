@@ -55,12 +55,14 @@ class Plan:
     ``lua/limiter.lua``, as text and as bytes) and, for the memory store, the Python twin's
     steps. Built once per limiter."""
 
-    __slots__ = ("policies", "spec", "spec_bytes", "steps")
+    __slots__ = ("codes", "policies", "spec", "spec_bytes", "steps")
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies: tuple[Policy, ...] = tuple(policies)
         self.spec: str = " ".join(a for p in self.policies for a in p._argv)
         self.spec_bytes: bytes = self.spec.encode()
+        #: the algorithm codes the plan uses, sorted, once each ("f", "ft"...)
+        self.codes: str = "".join(sorted({p._argv[0] for p in self.policies}))
         steps: list[Step] = []
         for p in self.policies:
             code, limit, period, rate, unit = p._argv
@@ -181,8 +183,8 @@ class ScriptCalls:
     - ``FCALL <library>_check`` when :attr:`functions`, else ``EVALSHA``;
     - a server that does not know the function: one ``FUNCTION LOAD`` (REPLACE, the library
       being named after its text) and the ``FCALL`` again, three requests at most; one that
-      cannot load functions (no such command, no permission) makes the store use scripts
-      from then on, and the call goes once as ``EVAL``;
+      cannot call or load functions (no such command, no permission) makes the store use
+      scripts from then on, and the call goes once as ``EVAL``;
     - a server that does not know the script: the same call once as ``EVAL`` with the text;
     - no other error is resent (a hit is not idempotent); every error becomes a StoreError.
 
@@ -213,7 +215,18 @@ class ScriptCalls:
         self._texts = {lib.functions[e]: lib.scripts[e].text for e in lib.functions}
         self._texts.update({s.sha: s.text for s in lib.scripts.values()})
         self._check_function = lib.functions["check"]
-        self._check_sha = lib.scripts["check"].sha
+        self._library = lib
+        #: the check script's SHA1 by the algorithm codes of a plan (see Library.script_for)
+        self._check_shas: dict[str, str] = {}
+
+    def _check_sha(self, plan: Plan) -> str:
+        """The SHA1 of the check script with only ``plan``'s algorithms, made on first use."""
+        sha = self._check_shas.get(plan.codes)
+        if sha is None:
+            script = self._library.script_for("check", plan.codes)
+            self._texts[script.sha] = script.text
+            sha = self._check_shas[plan.codes] = script.sha
+        return sha
 
     def _entry_command(self, entry: str, keys: Sequence[str], argv: Sequence[Any]) -> Command:
         """A call of the entry point ``entry`` (see ``lua/limiter.lua``) as one command:
@@ -226,14 +239,15 @@ class ScriptCalls:
                  charge: bool) -> Command:  # fmt: skip
         """The ``check`` entry point as one command (as :meth:`_entry_command`, inlined: it
         runs on every check)."""
-        if self.binary_args:
-            argv: tuple[Any, ...] = (_NOW if now is None else now, cost, _CHARGE[charge],
-                                     plan.spec_bytes)  # fmt: skip
-        else:
-            argv = ("" if now is None else now, cost, "1" if charge else "0", plan.spec)
         if self.functions:
-            return ["FCALL", self._check_function, len(keys), *keys, *argv]
-        return ["EVALSHA", self._check_sha, len(keys), *keys, *argv]
+            head = ["FCALL", self._check_function, len(keys), *keys]
+        else:
+            head = ["EVALSHA", self._check_sha(plan), len(keys), *keys]
+        if self.binary_args:
+            head += (_NOW if now is None else now, cost, _CHARGE[charge], plan.spec_bytes)
+        else:
+            head += ("" if now is None else now, cost, "1" if charge else "0", plan.spec)
+        return head
 
     def _acquire_command(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                          lease: str) -> Command:  # fmt: skip
@@ -264,7 +278,11 @@ class ScriptCalls:
         lowered = text.lower()
         if "function not found" in lowered:
             return "function"
-        if "unknown command" in lowered or "unknown subcommand" in lowered:
+        if (
+            "unknown command" in lowered
+            or "unknown subcommand" in lowered
+            or "no permissions" in lowered  # NOPERM: an ACL without it
+        ):
             return "command"
         return None
 
@@ -276,8 +294,10 @@ class ScriptCalls:
             if unknown == "function":
                 try:
                     yield ["FUNCTION", "LOAD", "REPLACE", self._library_text]
-                except self._reply_errors:
-                    pass  # cannot load functions here (refused, not permitted): use scripts
+                except self._reply_errors as refused:
+                    if self._unknown(refused) != "command":
+                        raise  # a passing state (busy, read-only): the next check tries again
+                    # this server cannot load functions (no such command, not permitted)
                 else:
                     return (yield command)
             self.functions = False
