@@ -15,7 +15,11 @@
 -- t_acq is the charged one: the current window when start <= t_acq, the previous when
 -- start - period <= t_acq.
 
-function fixed_window.settle(key, now, t_acq, limit, period, rate, charged, actual)
+-- The settles by algorithm code; each is set on its algorithm's module below when that file
+-- is part of the chunk (a check script may hold only the algorithms its limiter uses).
+local settles = {}
+
+settles['f'] = function(key, now, t_acq, limit, period, rate, charged, actual)
   local s = read_state(key, 2)
   local live = s and now < s[1] + period
   if live and s[1] <= t_acq then
@@ -36,7 +40,7 @@ function fixed_window.settle(key, now, t_acq, limit, period, rate, charged, actu
   return actual
 end
 
-function sliding_window.settle(key, now, t_acq, limit, period, rate, charged, actual)
+settles['s'] = function(key, now, t_acq, limit, period, rate, charged, actual)
   local s = sliding_window.load(key, now, limit, period, rate)
   local start, prev, cur = s[1], s[2], s[3]
   local live = prev > 0 or cur > 0
@@ -60,7 +64,7 @@ function sliding_window.settle(key, now, t_acq, limit, period, rate, charged, ac
   return actual
 end
 
-function token_bucket.settle(key, now, t_acq, limit, period, rate, charged, actual)
+settles['t'] = function(key, now, t_acq, limit, period, rate, charged, actual)
   local s = token_bucket.load(key, now, limit, period, rate)
   local capacity = limit * period
   local level = s[1] + (charged - actual) * period
@@ -69,4 +73,13 @@ function token_bucket.settle(key, now, t_acq, limit, period, rate, charged, actu
   end
   write_state(key, s[2] - now + ceil_div(capacity - level, rate), level, s[2])
   return actual
+end
+
+-- (no pairs(): FUNCTION LOAD runs this chunk without it)
+local codes = {'f', 's', 't'}
+for at = 1, #codes do
+  local algorithm = algorithms[codes[at]]
+  if algorithm then
+    algorithm.settle = settles[codes[at]]
+  end
 end

@@ -219,13 +219,14 @@ class ScriptCalls:
         #: the check script's SHA1 by the algorithm codes of a plan (see Library.script_for)
         self._check_shas: dict[str, str] = {}
 
-    def _check_sha(self, plan: Plan) -> str:
-        """The SHA1 of the check script with only ``plan``'s algorithms, made on first use."""
-        sha = self._check_shas.get(plan.codes)
+    def _check_sha(self, codes: str) -> str:
+        """The SHA1 of the check script with only the algorithms ``codes`` (a plan's
+        ``codes``), made on first use."""
+        sha = self._check_shas.get(codes)
         if sha is None:
-            script = self._library.script_for("check", plan.codes)
+            script = self._library.script_for("check", codes)
             self._texts[script.sha] = script.text
-            sha = self._check_shas[plan.codes] = script.sha
+            sha = self._check_shas[codes] = script.sha
         return sha
 
     def _entry_command(self, entry: str, keys: Sequence[str], argv: Sequence[Any]) -> Command:
@@ -242,7 +243,7 @@ class ScriptCalls:
         if self.functions:
             head = ["FCALL", self._check_function, len(keys), *keys]
         else:
-            head = ["EVALSHA", self._check_sha(plan), len(keys), *keys]
+            head = ["EVALSHA", self._check_sha(plan.codes), len(keys), *keys]
         if self.binary_args:
             head += (_NOW if now is None else now, cost, _CHARGE[charge], plan.spec_bytes)
         else:
@@ -303,7 +304,18 @@ class ScriptCalls:
             self.functions = False
         elif not (command[0] == "EVALSHA" and unknown == "script"):
             raise error
-        return (yield ["EVAL", self._texts[command[1]], *command[2:]])
+        return (yield ["EVAL", self._script_text(command), *command[2:]])
+
+    def _script_text(self, command: Command) -> str:
+        """The script text to EVAL for ``command`` (an FCALL or EVALSHA): for the check entry
+        called by function, the script the next EVALSHA names (only the plan's algorithms,
+        read from the plan argument), so that the text sent once is the one cached."""
+        if command[1] != self._check_function:
+            return self._texts[command[1]]
+        spec = command[3 + int(command[2]) + 3]
+        text = spec.decode() if isinstance(spec, bytes) else str(spec)
+        codes = "".join(sorted(set(text.split()[::5])))
+        return self._texts[self._check_sha(codes)]
 
     def _reply(self, raw: object) -> Reply:
         """The script's reply as a list of ints (a client may hand numbers back as text);
