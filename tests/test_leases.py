@@ -571,3 +571,15 @@ def test_typing_file_passes_mypy_strict() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_a_concurrency_denial_is_never_answered_from_the_cache(
+    script_lane: Lane, clock: Clock
+) -> None:
+    h = script_lane.limiter(rl.Concurrency(1, lease=60), clock=clock, deny_cache=100)
+    held = await acquire(h, "u")
+    denied = await acquire(h, "u")
+    assert not denied.allowed and denied.decision.reason is None
+    await call(held, "release")  # a release can end the denial at any moment
+    again = await acquire(h, "u")
+    assert again.allowed and again.decision.reason is None
