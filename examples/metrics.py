@@ -9,8 +9,8 @@ circuit breaker. :class:`LimiterMetrics` is such a listener: it counts checks in
 and it exposes whether each store is up as a gauge.
 
 Labels have low cardinality on purpose: ``kind`` (``allowed``, ``denied``, ``cached``,
-``store_error``), the limiter's ``prefix``, and the binding ``policy``'s id (such as
-``s100.60000``, one per configured limit). The key (a user id, an IP address) is never a
+``store_error``, ``shadow_denied``), the limiter's ``prefix``, and the binding ``policy``'s id
+(such as ``s100.60000``, one per configured limit). The key (a user id, an IP address) is never a
 label: one time series per client would make the metric unbounded, and would copy user
 identifiers into monitoring. An :class:`~ratelimit.events.Event` does not even carry it.
 
@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
 log = logging.getLogger("ratelimit.metrics")
 
 #: The ``kind`` of an event that reports a check (the others report the store's breaker).
-CHECK_KINDS = frozenset({"allowed", "denied", "cached", "store_error"})
+CHECK_KINDS = frozenset({"allowed", "denied", "cached", "store_error", "shadow_denied"})
 
 
 class LimiterMetrics:

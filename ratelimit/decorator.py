@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
-from ratelimit.limiter import AsyncLimiter, Limiter
+from ratelimit.limiter import AsyncLimiter, Limiter, check_timeout, is_async_callable
 
 if TYPE_CHECKING:
     from ratelimit.decision import Decision
@@ -54,17 +54,22 @@ def rate_limit(
     call is allowed (``Limiter.wait``: blocks the thread; ``AsyncLimiter.wait``: the event loop
     goes on) instead of raising, for at most ``timeout`` seconds (None: as long as it takes).
 
+    Any callable can be decorated: a function, a method, a ``functools.partial``, an object
+    with ``__call__`` (async when its ``__call__`` is), and a ``classmethod`` or
+    ``staticmethod`` object (the decorator then goes inside it; a classmethod's key function
+    receives the class first).
+
     A limiter with a ``Concurrency`` policy holds a slot for the call (``acquire``), released
     when it returns or raises; ``wait=True`` is refused for it.
 
     A denied call raises :class:`RateLimitExceeded` carrying the Decision, before the function
-    runs (with ``wait=True``: when the wait would pass ``timeout``). A limiter with
+    runs (with ``wait=True``: when the wait would pass ``timeout``). A key function that
+    returns anything but a str raises ConfigurationError at the call. A limiter with
     ``on_error="raise"`` raises StoreError when its store fails. Decorating raises
     ConfigurationError for a limiter that cannot serve the function (an AsyncLimiter on a
-    sync function; a sync Limiter on an async one) or a bad cost or key.
+    sync function; a sync Limiter on an async one), something that is not callable, or a bad
+    key, cost, ``wait`` (not a bool) or ``timeout`` (not a non-negative number).
     """
-    import inspect
-
     if isinstance(key, str):
         fixed = key
 
@@ -78,23 +83,34 @@ def rate_limit(
         raise ConfigurationError(f"key must be a callable, a str or None, got {key!r}")
     if not callable(cost) and (isinstance(cost, bool) or not isinstance(cost, int) or cost < 0):
         raise ConfigurationError(f"cost must be a non-negative int or a callable, got {cost!r}")
+    if not isinstance(wait, bool):
+        raise ConfigurationError(f"wait must be True or False, got {wait!r}")
+    check_timeout(timeout)
     if timeout is not None and not wait:
         raise ConfigurationError("timeout applies to wait=True only")
+    if not isinstance(limiter, (Limiter, AsyncLimiter, str)):
+        raise ConfigurationError(
+            f"rate_limit needs a Limiter, an AsyncLimiter or text such as '10/minute', "
+            f"got {limiter!r}"
+        )
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
-        name = f"{function.__module__}.{function.__qualname__}"
-        is_async = inspect.iscoroutinefunction(function)
+        if isinstance(function, (classmethod, staticmethod)):
+            # Above @classmethod/@staticmethod: limit the function inside, keep the wrapper.
+            inner: Any = function.__func__
+            return type(function)(decorate(inner))
+        if not callable(function):
+            raise ConfigurationError(f"rate_limit decorates a callable, not {function!r}")
+        module, label = _named(function)
+        name = f"{module}.{label}"
+        is_async = is_async_callable(function)
         chosen = limiter
         if isinstance(chosen, str):
             chosen = AsyncLimiter(chosen) if is_async else Limiter(chosen)
         if is_async and not isinstance(chosen, AsyncLimiter):
-            raise ConfigurationError(
-                f"{function.__qualname__} is async: give it an AsyncLimiter, not {chosen!r}"
-            )
+            raise ConfigurationError(f"{label} is async: give it an AsyncLimiter, not {chosen!r}")
         if not is_async and not isinstance(chosen, Limiter):
-            raise ConfigurationError(
-                f"{function.__qualname__} is sync: give it a Limiter, not {chosen!r}"
-            )
+            raise ConfigurationError(f"{label} is sync: give it a Limiter, not {chosen!r}")
         leased = chosen.needs_acquire
         if leased and wait:
             raise ConfigurationError(
@@ -105,8 +121,8 @@ def rate_limit(
         def identify(args: Any, kwargs: Any) -> tuple[str, int]:
             identifier = name if key_function is None else key_function(*args, **kwargs)
             if not isinstance(identifier, str):
-                raise TypeError(
-                    f"key of {function.__qualname__} returned {identifier!r}; it must be a str"
+                raise ConfigurationError(
+                    f"the key function of {label} returned {identifier!r}; it must return a str"
                 )
             units = cost(*args, **kwargs) if callable(cost) else cost
             return identifier, units
@@ -146,6 +162,19 @@ def rate_limit(
         return wrapper
 
     return decorate
+
+
+def _named(function: object) -> tuple[str, str]:
+    """The module and qualified name of ``function`` for keys and messages; for a
+    ``functools.partial``, those of what it calls; for a callable object, of its class."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    label = getattr(function, "__qualname__", None)
+    if not isinstance(label, str):
+        function = type(function)
+        label = function.__qualname__
+    module = getattr(function, "__module__", None)
+    return (module if isinstance(module, str) else "", label)
 
 
 def _raise_if_denied(decision: Decision) -> None:

@@ -10,6 +10,9 @@
 
 Every error raised by this package is one of these; a store's own exception (for example
 ``redis.exceptions.ConnectionError``) only ever appears as the ``__cause__`` of a ``StoreError``.
+Each survives ``pickle`` and ``copy.deepcopy`` with its attributes (``decision`` included), so
+it can cross a process pool, multiprocessing or a Celery worker; subclasses too, whatever their
+constructor takes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,20 @@ if TYPE_CHECKING:
 __all__ = ["ConfigurationError", "RateLimitExceeded", "StoreError"]
 
 
-class RateLimitExceeded(Exception):
+def _rebuild(cls: type[BaseException], args: tuple[object, ...]) -> BaseException:
+    """An instance of ``cls`` with ``args``, built without its constructor (pickle then
+    restores its attributes): a constructor's arguments need not be its ``args``."""
+    return cls.__new__(cls, *args)
+
+
+class _Picklable(BaseException):
+    """Pickles and deep-copies through :func:`_rebuild` and the instance's ``__dict__``."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+
+class RateLimitExceeded(_Picklable, Exception):
     """The call was denied. ``decision`` holds the denying :class:`Decision`.
 
     ``retry_after`` (seconds) is a shortcut for ``decision.retry_after``.
@@ -42,13 +58,16 @@ class RateLimitExceeded(Exception):
         return self.decision.retry_after
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(_Picklable, ValueError):
     """A bad limit, cost, key or option. The message names the offending value."""
 
 
-class StoreError(Exception):
+class StoreError(_Picklable, Exception):
     """The store could not answer (connection refused, timeout, server error).
 
     Raised only where the limiter's ``on_error`` is ``"raise"``; the store client's own exception is
-    chained as ``__cause__``.
+    chained as ``__cause__``. ``outage`` is False when the store answered but could not run this
+    one check (a Redis Cluster slot being migrated): the circuit breaker is then not opened.
     """
+
+    outage: bool = True

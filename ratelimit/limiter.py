@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Final, Literal
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeVar
 
 from ratelimit._logging import logger
 from ratelimit.breaker import CircuitBreaker
@@ -23,9 +24,16 @@ from ratelimit.policies import Concurrency, Policy, parse
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
 from ratelimit.stores.memory import MemoryStore
 
+if TYPE_CHECKING:
+    import asyncio
+
 __all__ = ["AsyncLimiter", "Limiter"]
 
 OnError = Literal["allow", "deny", "raise"]
+# A call the breaker let through: the store keys, the breaker that admitted it, its ticket,
+# and the local clock's milliseconds when the check started (0 without a cache of denials).
+_Admitted = tuple[list[str], CircuitBreaker | None, int, int]
+L = TypeVar("L", Lease, AsyncLease)
 Limits = str | Policy | Iterable[str | Policy]
 
 #: Identifiers longer than this are hashed, so a key stays short whatever the caller sends.
@@ -42,6 +50,12 @@ _ANY_COST: Final = 2**53
 _KEY_CACHE: Final = 4096
 #: Denied keys a limiter on a remote store remembers by default.
 DENY_CACHE_SIZE: Final = 10_000
+#: Seconds between two store calls a limiter with an ``on_event`` listener times (for
+#: ``Event.duration``): every call at low traffic, about 100 a second at most under load.
+TIME_EVERY: float = 0.01
+# When the store call being timed started (perf_counter), or 0.0: per thread and per asyncio
+# task, so concurrent checks never mix. Set for timed calls only (a set costs a Token).
+_STARTED: ContextVar[float] = ContextVar("ratelimit_started", default=0.0)
 
 
 def identifier(key: str) -> str:
@@ -69,6 +83,78 @@ def identifier(key: str) -> str:
     import hashlib
 
     return "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def check_timeout(timeout: object) -> float | None:
+    """``timeout`` of a wait, checked: None or a non-negative int or float (``inf``: None).
+
+    Raises ConfigurationError for anything else (NaN, a bool or text included).
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ConfigurationError(
+            f"timeout must be None or a non-negative number of seconds, got {timeout!r}"
+        )
+    return None if timeout == float("inf") else timeout
+
+
+def deadline_of(timeout: float | None) -> float | None:
+    """The ``time.monotonic()`` instant a wait of ``timeout`` real seconds ends (None: never).
+    Raises ConfigurationError as :func:`check_timeout` does."""
+    seconds = check_timeout(timeout)
+    return None if seconds is None else time.monotonic() + seconds
+
+
+def is_async_callable(function: object) -> bool:
+    """True for an ``async def`` function, a ``functools.partial`` of one, or an object whose
+    ``__call__`` is one."""
+    import inspect
+
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004
+    )
+
+
+def _listener(on_event: object, is_async: bool) -> Callable[[Event], object]:
+    """``on_event`` as a limiter calls it. An async listener (``async def``, or an object
+    whose ``__call__`` is one) is run as a task of the running event loop on an AsyncLimiter,
+    each event once; on a sync Limiter nothing would ever await it, so it is refused. Raises
+    ConfigurationError for a non-callable or an async listener on a sync limiter."""
+    if not callable(on_event):
+        raise ConfigurationError(f"on_event must be a callable, got {on_event!r}")
+    if not is_async_callable(on_event):
+        return on_event
+    if not is_async:
+        raise ConfigurationError(
+            f"on_event {on_event!r} is async: a sync Limiter cannot await it; give it a plain "
+            "function, or use an AsyncLimiter"
+        )
+    listener: Callable[[Event], Awaitable[object]] = on_event
+    running: set[object] = set()  # the loop keeps only weak references to its tasks
+
+    def done(task: asyncio.Task[object]) -> None:
+        running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger().error("ratelimit: on_event listener failed", exc_info=task.exception())
+
+    def emit(event: Event) -> None:
+        import asyncio
+
+        coroutine = listener(event)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # an event outside any loop: nothing could ever await it
+            close = getattr(coroutine, "close", None)
+            if close is not None:
+                close()
+            logger().warning("ratelimit: async on_event listener called outside an event loop")
+            return
+        task: asyncio.Task[object] = loop.create_task(coroutine)  # type: ignore[arg-type]
+        running.add(task)
+        task.add_done_callback(done)
+
+    return emit
 
 
 def _policies(limits: Limits) -> tuple[Policy, ...]:
@@ -102,10 +188,12 @@ class _LimiterBase:
     cost checks, the store's reply as a Decision, the failure policy, the breaker, the cache of
     denied keys and events. The two faces only differ in how they call the store."""
 
-    __slots__ = ("_breaker", "_capacity", "_clock", "_denied", "_keys", "_leases_ms",
-                 "_on_error", "_on_event", "_per_node", "_plan", "_prefix", "_rate_plan",
-                 "_rates", "_sleep", "_slots", "_store", "_store_clock",
-                 "_suffixes")  # fmt: skip
+    __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_keys",
+                 "_leases_ms", "_on_error", "_on_event", "_per_node", "_plan", "_prefix",
+                 "_rate_plan", "_rates", "_shadow", "_sleep", "_slots", "_store", "_store_clock",
+                 "_suffixes", "_time_at")  # fmt: skip
+    #: True for the face that runs on an event loop (an async on_event listener is awaited).
+    _awaits: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -116,6 +204,7 @@ class _LimiterBase:
         clock: Callable[[], float] | None,
         deny_cache: int | None,
         on_event: Callable[[Event], object] | None,
+        shadow: bool = False,
     ) -> None:
         policies = _policies(limits)
         if not isinstance(prefix, str) or not prefix or _PREFIX_UNSAFE.search(prefix):
@@ -127,10 +216,17 @@ class _LimiterBase:
             raise ConfigurationError(
                 f"on_error must be 'allow', 'deny' or 'raise', got {on_error!r}"
             )
+        if not isinstance(shadow, bool):
+            raise ConfigurationError(f"shadow must be True or False, got {shadow!r}")
+        if shadow and on_error != "allow":
+            raise ConfigurationError(
+                f"a shadow limiter never denies nor raises: on_error must be 'allow', "
+                f"got {on_error!r}"
+            )
         if clock is not None and not callable(clock):
             raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
-        if on_event is not None and not callable(on_event):
-            raise ConfigurationError(f"on_event must be a callable, got {on_event!r}")
+        if on_event is not None:
+            on_event = _listener(on_event, self._awaits)
         if deny_cache is None:
             deny_cache = 0 if store.needs_clock else DENY_CACHE_SIZE
         if isinstance(deny_cache, bool) or not isinstance(deny_cache, int) or deny_cache < 0:
@@ -154,6 +250,8 @@ class _LimiterBase:
         self._sleep: Callable[[float], object] | None = None
         self._denied = DeniedCache(deny_cache) if deny_cache else None
         self._on_event = on_event
+        self._shadow = shadow
+        self._time_at = 0.0  # when to time the next store call (perf_counter)
         self._breaker: CircuitBreaker | None = store.breaker
         # A cluster store keeps one breaker per master: one dead master must not take the
         # keys of the others down with it.
@@ -161,6 +259,8 @@ class _LimiterBase:
             store.breaker_for if self._breaker is not None and store.per_node_breakers else None
         )
         if on_event is not None and self._breaker is not None:
+            # held weakly by the breaker: a limiter that is dropped is collected and hears no
+            # more outages
             self._breaker.subscribe(self._breaker_event)
 
     @property
@@ -183,6 +283,11 @@ class _LimiterBase:
     def on_error(self) -> OnError:
         """What a store failure decides: ``"allow"``, ``"deny"`` or ``"raise"``."""
         return self._on_error
+
+    @property
+    def shadow(self) -> bool:
+        """True when the limiter decides and reports but never denies (``shadow=True``)."""
+        return self._shadow
 
     @property
     def breaker(self) -> CircuitBreaker | None:
@@ -228,43 +333,74 @@ class _LimiterBase:
             "such a hit would be denied forever"
         )
 
-    def _start(self, key: str, cost: int) -> Decision | list[str]:
+    def _start(self, key: str, cost: int) -> Decision | _Admitted:
         """Before a store call: a Decision when none is needed (a cached denial, or the
-        breaker is open), else the store keys. Raises ConfigurationError for bad input."""
+        breaker is open), else the store keys, the breaker that admitted the call and its
+        ticket. The breaker is resolved here once per check and carried to :meth:`_finish` or
+        :meth:`_failed`: a cluster slot that moves meanwhile must not make the call report to
+        another node's breaker. Raises ConfigurationError for bad input."""
         self._check_cost(cost)
         keys = self.keys(key)
         denied = self._denied
-        if denied:  # not None and not empty: an empty cache costs no clock reading
-            cached = denied.get(key, cost, self._local())
+        started = 0
+        if denied is not None:
+            clock = self._clock  # self._local(), inlined: this is the flood's hot path
+            started = round((time.monotonic() if clock is None else clock()) * 1000)
+            cached = denied.get(key, cost, started)
             if cached is not None:
+                if self._shadow:
+                    cached = _shadowed(cached)
                 if self._on_event is not None:
-                    self._emit("cached", cached.policy)
+                    self._emit("shadow_denied" if self._shadow else "cached", cached.policy,
+                               None, cached)  # fmt: skip
                 return cached
+        admitted = self._admit(keys, started)
+        if self._on_event is not None and type(admitted) is tuple:
+            now = time.perf_counter()  # time this store call, at most once per TIME_EVERY
+            if now >= self._time_at:
+                self._time_at = now + TIME_EVERY
+                _STARTED.set(now)
+        return admitted
+
+    def _admit(self, keys: list[str], started: int = 0) -> Decision | _Admitted:
+        """The breaker's word on a call for ``keys``: ``(keys, breaker, ticket, started)``
+        when it may go to the store, else the on_error Decision."""
         breaker = self._breaker_for(keys)
-        if breaker is not None and not breaker.allow():
+        if breaker is None:
+            return keys, None, 0, started
+        ticket = breaker.admit()
+        if ticket is None:
             return self._failed(None, breaker)
-        return keys
+        return keys, breaker, ticket, started
 
     def _breaker_for(self, keys: list[str]) -> CircuitBreaker | None:
         """The breaker that guards the store call for ``keys``."""
         return self._breaker if self._per_node is None else self._per_node(keys)
 
-    def _finish(self, key: str, cost: int, reply: Reply, keys: list[str]) -> Decision:
-        """After a store call that answered: the Decision, with the breaker, cache and events
-        told."""
-        breaker = self._breaker_for(keys)
+    def _finish(self, key: str, cost: int, reply: Reply, breaker: CircuitBreaker | None,
+                ticket: int, started: int) -> Decision:  # fmt: skip
+        """After a store call that answered: the Decision, with the breaker that admitted the
+        call (and its ticket), the cache (the call started at ``started`` local milliseconds)
+        and events told."""
         if breaker is not None and breaker.state != "closed":
-            breaker.success()
+            breaker.success(ticket)
         decision = self._decide(reply)
+        kind: EventKind = "allowed"
         denied = self._denied
-        if (
-            denied is not None
-            and not decision.allowed
-            and not isinstance(decision.policy, Concurrency)
-        ):  # a release elsewhere can end a Concurrency denial at any moment
-            denied.put(key, cost, decision, self._local())
+        if decision.allowed:
+            if denied is not None:
+                denied.allowed(key, cost)
+        else:
+            kind = "denied"
+            # the real denial: _start shadows it again when it answers; never a Concurrency
+            # denial, which a release elsewhere can end at any moment
+            if denied is not None and not isinstance(decision.policy, Concurrency):
+                denied.put(key, cost, decision, started)
+            if self._shadow:
+                decision, kind = _shadowed(decision), "shadow_denied"
         if self._on_event is not None:
-            self._emit("allowed" if decision.allowed else "denied", decision.policy)
+            timed = _STARTED.get()
+            self._emit(kind, decision.policy, None, decision, _took(timed) if timed else None)
         return decision
 
     def _decide(self, reply: Reply) -> Decision:
@@ -286,13 +422,20 @@ class _LimiterBase:
         return Decision(allowed, policy.limit, reply[best + 1], reply[best + 2] / 1000,
                         reply[best + 3] / 1000, policy, None, None, (policies, reply))  # fmt: skip
 
-    def _failed(self, error: StoreError | None, breaker: CircuitBreaker | None) -> Decision:
-        """The decision ``on_error`` makes when the store failed (``error``) or ``breaker``
-        kept the call from it (None). Raises StoreError for ``"raise"``."""
+    def _failed(self, error: StoreError | None, breaker: CircuitBreaker | None,
+                ticket: int | None = None) -> Decision:  # fmt: skip
+        """The decision ``on_error`` makes when the store failed (``error``, on the call that
+        ``breaker`` admitted with ``ticket``) or ``breaker`` kept the call from it (None).
+        Raises StoreError for ``"raise"``."""
         if error is not None and breaker is not None:
-            breaker.failure(error)
+            if error.outage:
+                breaker.failure(error, ticket)
+            else:  # the store answered (a slot moving): it is up, this check just failed
+                breaker.success(ticket)
         if self._on_event is not None:
-            self._emit("store_error", self._plan.policies[0], error)
+            started = _STARTED.get()
+            took = _took(started) if started and error is not None else None
+            self._emit("store_error", self._plan.policies[0], error, None, took)
         if self._on_error == "raise":
             if error is not None:
                 raise error
@@ -310,19 +453,24 @@ class _LimiterBase:
         policy = self._plan.policies[0]
         return Decision(allowed, policy.limit, 0, 0.0, retry, policy, details, "store_error")
 
+    @staticmethod
+    def _finish_reset(breaker: CircuitBreaker | None, ticket: int) -> None:
+        if breaker is not None and breaker.state != "closed":
+            breaker.success(ticket)
+
     def _forget(self, key: str) -> list[str]:
         keys = self.keys(key)
         if self._denied is not None:
             self._denied.discard(key)
         return keys
 
-    def _emit(self, kind: EventKind, policy: Policy | None,
-              error: BaseException | None = None) -> None:  # fmt: skip
+    def _emit(self, kind: EventKind, policy: Policy | None, error: BaseException | None = None,
+              decision: Decision | None = None, duration: float | None = None) -> None:  # fmt: skip
         listener = self._on_event
         if listener is None:
             return
         try:
-            listener(Event(kind, self._prefix, policy, error))
+            listener(Event(kind, self._prefix, policy, error, decision, duration))
         except Exception:
             logger().exception("ratelimit: on_event listener failed")
 
@@ -344,36 +492,65 @@ class _LimiterBase:
     def _rate_keys(self, lease: Lease | AsyncLease) -> list[str]:
         return [lease._keys[i] for i in self._rates]
 
-    def _may_call(self, keys: list[str]) -> CircuitBreaker | Literal[False] | None:
-        """The breaker guarding a lease call on ``keys``, or False when it is open (the call
-        is not made)."""
+    def _lease_call(self, keys: list[str]) -> _Admitted | None:
+        """The breaker's word on a release, renew or settle for ``keys``: admitted, or None
+        when it is open (the call is not made)."""
         breaker = self._breaker_for(keys)
-        if breaker is not None and not breaker.allow():
-            return False
-        return breaker
+        if breaker is None:
+            return keys, None, 0, 0
+        ticket = breaker.admit()
+        return None if ticket is None else (keys, breaker, ticket, 0)
 
-    def _release_failed(self, error: StoreError, breaker: CircuitBreaker | None) -> None:
+    def _leased(self, cls: type[L], key: str, cost: int, reply: Reply, admitted: _Admitted,
+                lease_id: str) -> L:  # fmt: skip
+        """The lease of an acquire the store answered: holding its slots and its charge when
+        the store allowed it (a shadow limiter may report a denial as allowed: it holds
+        nothing)."""
+        keys, breaker, ticket, started = admitted
+        decision = self._finish(key, cost, reply, breaker, ticket, started)
+        if reply[0] != 1:
+            return cls(self, key, decision)
+        return cls(self, key, decision, lease_id, keys, reply[-1], cost)
+
+    def _release_failed(self, error: StoreError, breaker: CircuitBreaker | None,
+                        ticket: int) -> None:  # fmt: skip
         """A release failed: told to the breaker (which logs once per outage) and left to the
         lease's expiry; never raised."""
-        if breaker is not None:
-            breaker.failure(error)
-        else:
+        if breaker is None:
             logger().warning("ratelimit: a lease release failed (%s); its lease expiry frees "
                              "the slot", error)  # fmt: skip
+        elif error.outage:
+            breaker.failure(error, ticket)
+        else:
+            breaker.success(ticket)
         self._emit("store_error", self._plan.policies[self._slots[0]], error)
 
-    def _answered(self, breaker: CircuitBreaker | None) -> None:
-        if breaker is not None and breaker.state != "closed":
-            breaker.success()
-
-    def _timed_out(self, decision: Decision, deadline: float | None) -> bool:
+    @staticmethod
+    def _timed_out(decision: Decision, deadline: float | None) -> bool:
         if deadline is None:
             return False
-        return self._local() + decision.retry_after > deadline
+        return time.monotonic() + decision.retry_after > deadline
 
     def __repr__(self) -> str:
         policies = ", ".join(map(repr, self._plan.policies))
         return f"{type(self).__name__}([{policies}], prefix={self._prefix!r})"
+
+
+def _took(started: float) -> float:
+    """Seconds since the timed store call of this check ``started``; forgets the start."""
+    _STARTED.set(0.0)
+    return time.perf_counter() - started
+
+
+def _shadowed(denial: Decision) -> Decision:
+    """What a shadow limiter answers for ``denial``: allowed, ``reason="shadow"``, with the
+    numbers enforcement reports; ``details`` keep enforcement's per-policy verdicts."""
+    details = tuple(
+        Decision(d.allowed, d.limit, d.remaining, d.reset_after, d.retry_after, d.policy)
+        for d in denial.details
+    )
+    return Decision(True, denial.limit, denial.remaining, denial.reset_after,
+                    denial.retry_after, denial.policy, details, "shadow")  # fmt: skip
 
 
 _OPTIONS_DOC = """
@@ -391,7 +568,13 @@ _OPTIONS_DOC = """
     each until its ``retry_after``, to answer floods without a store call (``reason="cached"``);
     by default 10,000 on remote stores and off on the memory store; 0 turns it off.
     ``on_event``: a callable receiving an :class:`~ratelimit.events.Event` for each decision
-    and each breaker change, for metrics (labels: kind, prefix, policy id; never the key).
+    and each breaker change, for metrics (labels: kind, prefix, policy id; never the key); an
+    ``async def`` one is run as a task by AsyncLimiter and refused by Limiter. The store's
+    breaker holds the limiter weakly: a dropped limiter is collected and hears no more.
+    ``shadow=True`` decides, charges and reports as enforcement would, but never denies: a
+    would-be denial comes back ``allowed=True, reason="shadow"`` with enforcement's
+    ``remaining``, ``retry_after`` and ``reset_after``, charges nothing, and emits
+    ``"shadow_denied"``; ``wait`` never sleeps. It needs ``on_error="allow"``.
 """
 
 
@@ -424,6 +607,7 @@ class Limiter(_LimiterBase):
         clock: Callable[[], float] | None = None,
         deny_cache: int | None = None,
         on_event: Callable[[Event], object] | None = None,
+        shadow: bool = False,
     ) -> None:
         store = MemoryStore() if store is None else store
         if not isinstance(store, Store):
@@ -431,7 +615,7 @@ class Limiter(_LimiterBase):
                 f"Limiter needs a sync store (MemoryStore, RedisStore, UpstashStore), got "
                 f"{store!r}; use AsyncLimiter for async stores"
             )
-        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event)
+        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event, shadow)
         self._store = store
 
     @property
@@ -450,26 +634,28 @@ class Limiter(_LimiterBase):
         """
         if self._slots:
             self._refuse_hit()
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return keys  # type: ignore[return-value]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return started  # type: ignore[return-value]
+        keys, breaker, ticket, at = started
         try:
             reply = self._store.evaluate(self._plan, keys, self._now(), cost, True)
         except StoreError as error:
-            return self._failed(error, self._breaker_for(keys))
-        return self._finish(key, cost, reply, keys)
+            return self._failed(error, breaker, ticket)
+        return self._finish(key, cost, reply, breaker, ticket, at)
 
     def peek(self, key: str, cost: int = 1) -> Decision:
         """The Decision a hit of ``cost`` would get now, charging nothing; ``remaining`` is
         what is there now. Blocks and raises as :meth:`hit` does."""
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return keys  # type: ignore[return-value]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return started  # type: ignore[return-value]
+        keys, breaker, ticket, at = started
         try:
             reply = self._store.evaluate(self._plan, keys, self._now(), cost, False)
         except StoreError as error:
-            return self._failed(error, self._breaker_for(keys))
-        return self._finish(key, cost, reply, keys)
+            return self._failed(error, breaker, ticket)
+        return self._finish(key, cost, reply, breaker, ticket, at)
 
     def acquire(self, key: str, cost: int = 1) -> Lease:
         """Take a slot in every Concurrency policy and charge ``cost`` to every rate policy,
@@ -481,98 +667,92 @@ class Limiter(_LimiterBase):
         policies nothing. A store failure follows ``on_error`` as :meth:`hit` does (``allow``:
         a lease that holds nothing). Blocks on one store call. Raises as :meth:`hit` does.
         """
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return Lease(self, key, keys)  # type: ignore[arg-type]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return Lease(self, key, started)  # type: ignore[arg-type]
         lease_id = new_lease_id()
         try:
-            reply = self._store.acquire(self._plan, keys, self._now(), cost, lease_id)
+            reply = self._store.acquire(self._plan, started[0], self._now(), cost, lease_id)
         except StoreError as error:
-            return Lease(self, key, self._failed(error, self._breaker_for(keys)))
-        decision = self._finish(key, cost, reply, keys)
-        if not decision.allowed:
-            return Lease(self, key, decision)
-        return Lease(self, key, decision, lease_id, keys, reply[-1], cost)
+            return Lease(self, key, self._failed(error, started[1], started[2]))
+        return self._leased(Lease, key, cost, reply, started, lease_id)
 
     def _release(self, lease: Lease) -> None:
         if not self._slots:
             return
-        keys = self._slot_keys(lease)
-        breaker = self._may_call(keys)
-        if breaker is False:
+        admitted = self._lease_call(self._slot_keys(lease))
+        if admitted is None:
             return  # the store is known to be down: the lease expiry frees the slots
+        keys, breaker, ticket, _ = admitted
         try:
             self._store.release(keys, lease.id)  # type: ignore[arg-type]
         except StoreError as error:
-            self._release_failed(error, breaker)
+            self._release_failed(error, breaker, ticket)
         else:
-            self._answered(breaker)
+            self._finish_reset(breaker, ticket)
 
     def _renew(self, lease: Lease) -> bool:
         if not self._slots:
             return True
         keys = self._slot_keys(lease)
-        breaker = self._may_call(keys)
-        if breaker is False:
+        admitted = self._lease_call(keys)
+        if admitted is None:
             self._failed(None, self._breaker_for(keys))
             return False
+        _, breaker, ticket, _ = admitted
         try:
             reply = self._store.renew(keys, self._now(), lease.id, self._leases_ms)  # type: ignore[arg-type]
         except StoreError as error:
-            self._failed(error, breaker)
+            self._failed(error, breaker, ticket)
             return False
-        self._answered(breaker)
+        self._finish_reset(breaker, ticket)
         return reply[0] == 1
 
     def _settle(self, lease: Lease, actual: int) -> list[int] | None:
         if self._rate_plan is None:
             return []
         keys = self._rate_keys(lease)
-        breaker = self._may_call(keys)
-        if breaker is False:
+        admitted = self._lease_call(keys)
+        if admitted is None:
             self._failed(None, self._breaker_for(keys))
             return None
+        _, breaker, ticket, _ = admitted
         try:
-            charged = self._store.settle(
-                self._rate_plan, keys, self._now(), lease._acquired, lease._charged or [], actual
-            )
+            charged = self._store.settle(self._rate_plan, keys, self._now(), lease._acquired,
+                                         lease._charged or [], actual)  # fmt: skip
         except StoreError as error:
-            self._failed(error, breaker)
+            self._failed(error, breaker, ticket)
             return None
-        self._answered(breaker)
+        self._finish_reset(breaker, ticket)
         return charged
-        keys = self._rate_keys(lease)
-        breaker = self._may_call(keys)
-        if breaker is False:
-            self._failed(None, self._breaker_for(keys))
-            return False
-        try:
-            self._store.settle(self._rate_plan, keys, self._now(), lease._acquired,
-                               lease._charged or 0, actual)  # fmt: skip
-        except StoreError as error:
-            self._failed(error, breaker)
-            return False
-        self._answered(breaker)
-        return True
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s state in every policy (deletes its exact store keys) and its
-        cached denial. Blocks on one store call. Raises StoreError when the store failed and
-        ``on_error="raise"``; otherwise a failed reset is logged by the breaker and ignored."""
-        keys = self._forget(key)
+        cached denial. Blocks on one store call, none while the store's breaker is open (the
+        reset is then not done, as when it fails). Raises StoreError when the store failed, or
+        its breaker is open, and ``on_error="raise"``; otherwise a failed reset is logged by
+        the breaker and ignored."""
+        started = self._admit(self._forget(key))
+        if type(started) is not tuple:
+            return  # the breaker is open: on_error decided, no timeout spent
+        keys, breaker, ticket, _ = started
         try:
             self._store.delete(keys)
         except StoreError as error:
-            self._failed(error, self._breaker_for(keys))
+            self._failed(error, breaker, ticket)
+        else:
+            self._finish_reset(breaker, ticket)
 
     def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
         """Sleep until ``cost`` is allowed for ``key``, then spend it and return the Decision.
 
-        Blocks the thread (``time.sleep``) for at most ``timeout`` seconds (None: as long as it
+        Blocks the thread (``time.sleep``) for at most ``timeout`` seconds of real time
+        (``time.monotonic``, whatever the limiter's ``clock``; None or ``inf``: as long as it
         takes). Raises RateLimitExceeded, carrying the last Decision, as soon as the wait would
-        pass the timeout; ConfigurationError and StoreError as :meth:`hit` does.
+        pass the timeout; ConfigurationError for a timeout that is not a non-negative number
+        (NaN included), and as :meth:`hit` does; StoreError as :meth:`hit` does.
         """
-        deadline = None if timeout is None else self._local() + timeout
+        deadline = deadline_of(timeout)
         sleep = self._sleep or time.sleep
         while True:
             decision = self.hit(key, cost)
@@ -598,6 +778,7 @@ class AsyncLimiter(_LimiterBase):
 
     __slots__ = ()
     _store: AsyncStore
+    _awaits = True
 
     def __init__(
         self,
@@ -609,6 +790,7 @@ class AsyncLimiter(_LimiterBase):
         clock: Callable[[], float] | None = None,
         deny_cache: int | None = None,
         on_event: Callable[[Event], object] | None = None,
+        shadow: bool = False,
     ) -> None:
         store = MemoryStore() if store is None else store
         if not isinstance(store, AsyncStore):
@@ -616,7 +798,7 @@ class AsyncLimiter(_LimiterBase):
                 f"AsyncLimiter needs an async store (MemoryStore, AsyncRedisStore, "
                 f"AsyncUpstashStore), got {store!r}; use Limiter for sync stores"
             )
-        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event)
+        super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event, shadow)
         self._store = store
 
     @property
@@ -628,25 +810,27 @@ class AsyncLimiter(_LimiterBase):
         """As :meth:`Limiter.hit`, awaiting the store."""
         if self._slots:
             self._refuse_hit()
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return keys  # type: ignore[return-value]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return started  # type: ignore[return-value]
+        keys, breaker, ticket, at = started
         try:
             reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, True)
         except StoreError as error:
-            return self._failed(error, self._breaker_for(keys))
-        return self._finish(key, cost, reply, keys)
+            return self._failed(error, breaker, ticket)
+        return self._finish(key, cost, reply, breaker, ticket, at)
 
     async def peek(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.peek`, awaiting the store."""
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return keys  # type: ignore[return-value]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return started  # type: ignore[return-value]
+        keys, breaker, ticket, at = started
         try:
             reply = await self._store.aevaluate(self._plan, keys, self._now(), cost, False)
         except StoreError as error:
-            return self._failed(error, self._breaker_for(keys))
-        return self._finish(key, cost, reply, keys)
+            return self._failed(error, breaker, ticket)
+        return self._finish(key, cost, reply, breaker, ticket, at)
 
     def acquire(self, key: str, cost: int = 1) -> Acquiring:
         """As :meth:`Limiter.acquire`: ``lease = await alimiter.acquire(key)`` gives the
@@ -655,92 +839,83 @@ class AsyncLimiter(_LimiterBase):
         return Acquiring(self, key, cost)
 
     async def _acquire(self, key: str, cost: int) -> AsyncLease:
-        keys = self._start(key, cost)
-        if type(keys) is not list:
-            return AsyncLease(self, key, keys)  # type: ignore[arg-type]
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return AsyncLease(self, key, started)  # type: ignore[arg-type]
         lease_id = new_lease_id()
         try:
-            reply = await self._store.aacquire(self._plan, keys, self._now(), cost, lease_id)
+            reply = await self._store.aacquire(self._plan, started[0], self._now(), cost,
+                                               lease_id)  # fmt: skip
         except StoreError as error:
-            return AsyncLease(self, key, self._failed(error, self._breaker_for(keys)))
-        decision = self._finish(key, cost, reply, keys)
-        if not decision.allowed:
-            return AsyncLease(self, key, decision)
-        return AsyncLease(self, key, decision, lease_id, keys, reply[-1], cost)
+            return AsyncLease(self, key, self._failed(error, started[1], started[2]))
+        return self._leased(AsyncLease, key, cost, reply, started, lease_id)
 
     async def _release(self, lease: AsyncLease) -> None:
         if not self._slots:
             return
-        keys = self._slot_keys(lease)
-        breaker = self._may_call(keys)
-        if breaker is False:
+        admitted = self._lease_call(self._slot_keys(lease))
+        if admitted is None:
             return
+        keys, breaker, ticket, _ = admitted
         try:
             await self._store.arelease(keys, lease.id)  # type: ignore[arg-type]
         except StoreError as error:
-            self._release_failed(error, breaker)
+            self._release_failed(error, breaker, ticket)
         else:
-            self._answered(breaker)
+            self._finish_reset(breaker, ticket)
 
     async def _renew(self, lease: AsyncLease) -> bool:
         if not self._slots:
             return True
         keys = self._slot_keys(lease)
-        breaker = self._may_call(keys)
-        if breaker is False:
+        admitted = self._lease_call(keys)
+        if admitted is None:
             self._failed(None, self._breaker_for(keys))
             return False
+        _, breaker, ticket, _ = admitted
         try:
             reply = await self._store.arenew(keys, self._now(), lease.id, self._leases_ms)  # type: ignore[arg-type]
         except StoreError as error:
-            self._failed(error, breaker)
+            self._failed(error, breaker, ticket)
             return False
-        self._answered(breaker)
+        self._finish_reset(breaker, ticket)
         return reply[0] == 1
 
     async def _settle(self, lease: AsyncLease, actual: int) -> list[int] | None:
         if self._rate_plan is None:
             return []
         keys = self._rate_keys(lease)
-        breaker = self._may_call(keys)
-        if breaker is False:
+        admitted = self._lease_call(keys)
+        if admitted is None:
             self._failed(None, self._breaker_for(keys))
             return None
+        _, breaker, ticket, _ = admitted
         try:
-            charged = await self._store.asettle(
-                self._rate_plan, keys, self._now(), lease._acquired, lease._charged or [], actual
-            )
+            charged = await self._store.asettle(self._rate_plan, keys, self._now(),
+                                                lease._acquired, lease._charged or [], actual)  # fmt: skip
         except StoreError as error:
-            self._failed(error, breaker)
+            self._failed(error, breaker, ticket)
             return None
-        self._answered(breaker)
+        self._finish_reset(breaker, ticket)
         return charged
-        keys = self._rate_keys(lease)
-        breaker = self._may_call(keys)
-        if breaker is False:
-            self._failed(None, self._breaker_for(keys))
-            return False
-        try:
-            await self._store.asettle(self._rate_plan, keys, self._now(), lease._acquired,
-                                      lease._charged or 0, actual)  # fmt: skip
-        except StoreError as error:
-            self._failed(error, breaker)
-            return False
-        self._answered(breaker)
-        return True
 
     async def reset(self, key: str) -> None:
         """As :meth:`Limiter.reset`, awaiting the store."""
-        keys = self._forget(key)
+        started = self._admit(self._forget(key))
+        if type(started) is not tuple:
+            return  # the breaker is open: on_error decided, no timeout spent
+        keys, breaker, ticket, _ = started
         try:
             await self._store.adelete(keys)
         except StoreError as error:
-            self._failed(error, self._breaker_for(keys))
+            self._failed(error, breaker, ticket)
+        else:
+            self._finish_reset(breaker, ticket)
 
     async def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
         """As :meth:`Limiter.wait`, sleeping with ``asyncio.sleep`` (the loop keeps running).
         Raises RateLimitExceeded when the wait would pass ``timeout``."""
-        deadline = None if timeout is None else self._local() + timeout
+        deadline = deadline_of(timeout)
         sleep: Callable[[float], Awaitable[object]]
         if self._sleep is None:
             import asyncio

@@ -18,6 +18,7 @@ freed by its release or ``lease`` seconds after it was taken (``lua/concurrency.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import ClassVar, Final
@@ -43,17 +44,24 @@ def _tick(limit: int, ms: int, what: str, period: object) -> int:
     raise ConfigurationError(f"{what} over period {period!r} is too large to count exactly")
 
 
+#: The longest period, in milliseconds (100 years): window ends and lease expiries, counted from
+#: the epoch in milliseconds, stay far below 2**53.
+MAX_PERIOD_MS: Final = 100 * 366 * 86_400_000
+
+
 def _period_ms(period: object, name: str = "period") -> int:
     """``period`` (seconds as int/float, or a timedelta) as whole milliseconds.
 
-    Raises ConfigurationError, naming the value as ``name``, for a non-positive period or one
-    that is not a whole number of milliseconds.
+    Raises ConfigurationError, naming the value as ``name``, for a non-positive period, one
+    longer than 100 years, or one that is not a whole number of milliseconds.
     """
     if isinstance(period, timedelta):
         ms, rest = divmod(period, timedelta(milliseconds=1))
         if rest:
             raise ConfigurationError(f"{name} {period!r} is not a whole number of milliseconds")
     elif isinstance(period, (int, float)) and not isinstance(period, bool):
+        if not math.isfinite(period):
+            raise ConfigurationError(f"{name} must be a finite number of seconds, got {period!r}")
         exact = period * 1000
         ms = round(exact)
         if abs(exact - ms) > 1e-6:
@@ -64,6 +72,8 @@ def _period_ms(period: object, name: str = "period") -> int:
         )
     if ms <= 0:
         raise ConfigurationError(f"{name} must be at least 1 millisecond, got {period!r}")
+    if ms > MAX_PERIOD_MS:
+        raise ConfigurationError(f"{name} must be at most 100 years, got {period!r}")
     return int(ms)
 
 
@@ -291,12 +301,19 @@ _UNITS: Final = {
     "y": 365 * 86400, "year": 365 * 86400, "years": 365 * 86400,
 }  # fmt: skip
 
+# ASCII only: ``\d`` and ``\s`` would take Arabic-Indic or full-width digits and non-breaking
+# spaces, and case folding would take the Kelvin sign for a "k". Items are matched after every
+# run of spaces became one space, so no run of spaces can make the match backtrack for long.
 _ITEM: Final = re.compile(
-    r"\s*(?P<count>\d+)\s*(?:/|\s+per\s+)\s*(?P<multiple>\d+)?\s*(?P<unit>[a-z]+)"
-    r"(?:\s+burst\s+(?P<burst>\d+))?\s*",
-    re.IGNORECASE,
+    r" ?(?P<count>[0-9]+) ?(?:/| per )(?: ?(?P<multiple>[0-9]+))? ?(?P<unit>[a-z]+)"
+    r"(?: burst (?P<burst>[0-9]+))? ?",
+    re.IGNORECASE | re.ASCII,
 )
 _SEPARATORS: Final = re.compile(r"[;,|]")
+_SPACES: Final = re.compile(r"[ \t\r\n\f\v]+")
+# Digits of the largest number read: more could never be counted exactly (and Python refuses
+# to read numbers of over 4,300 digits with a plain ValueError).
+_DIGITS: Final = 18
 
 _ALGORITHMS: Final[dict[str, type[Policy]]] = {
     "fixed_window": FixedWindow,
@@ -340,29 +357,45 @@ def parse(text: str, algorithm: str | type[Policy] | None = None) -> list[Policy
         raise ConfigurationError(f"limits must be text such as '10/second', got {text!r}")
     chosen = _algorithm(algorithm)
     policies: list[Policy] = []
-    for item in _SEPARATORS.split(text):
-        if not item.strip():
+    for raw in _SEPARATORS.split(text):
+        item = _SPACES.sub(" ", raw).strip(" ")
+        if not item:
             continue
+        shown = _shown(item)
         match = _ITEM.fullmatch(item)
         if match is None:
             raise ConfigurationError(
-                f"cannot read limit {item.strip()!r}: write it as '10/second' or '10 per 5 minutes'"
+                f"cannot read limit {shown}: write it as '10/second' or '10 per 5 minutes', "
+                "in ASCII digits and spaces"
             )
         unit = match["unit"].lower()
         if unit not in _UNITS:
-            raise ConfigurationError(f"unknown time unit {match['unit']!r} in {item.strip()!r}")
-        count = int(match["count"])
-        period = _UNITS[unit] * int(match["multiple"] or 1)
+            raise ConfigurationError(f"unknown time unit {_shown(match['unit'])} in {shown}")
+        count = _number(match["count"], shown)
+        period = _UNITS[unit] * _number(match["multiple"] or "1", shown)
         burst = match["burst"]
         cls = chosen or (TokenBucket if burst is not None else SlidingWindow)
         if cls is TokenBucket:
-            policies.append(TokenBucket(count, period, int(burst) if burst else None))
+            policies.append(TokenBucket(count, period, _number(burst, shown) if burst else None))
         elif burst is not None:
             raise ConfigurationError(
-                f"'burst' in {item.strip()!r} applies to token buckets, not {cls.__name__}"
+                f"'burst' in {shown} applies to token buckets, not {cls.__name__}"
             )
         else:
             policies.append(cls(count, period))  # type: ignore[call-arg]
     if not policies:
-        raise ConfigurationError(f"no limit found in {text!r}")
+        raise ConfigurationError(f"no limit found in {_shown(text)}")
     return policies
+
+
+def _shown(text: str) -> str:
+    """``text`` as an error message quotes it: its repr, cut short when long."""
+    return repr(text) if len(text) <= 80 else repr(text[:60]) + f"... ({len(text)} characters)"
+
+
+def _number(digits: str, item: str) -> int:
+    """ASCII ``digits`` of ``item`` as an int. Raises ConfigurationError when there are too
+    many of them to be a limit or a period."""
+    if len(digits) > _DIGITS:
+        raise ConfigurationError(f"number {_shown(digits)} in {item} is too large for a limit")
+    return int(digits)

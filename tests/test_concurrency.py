@@ -11,12 +11,13 @@ import pytest
 import ratelimit as rl
 from tests._workers import _policy, hammer
 from tests.conftest import Lane
+from tests.servers import lane_kinds
 
 LIMIT = 137
 
 
 @pytest.mark.redis_server
-@pytest.mark.parametrize("kind", ["redis", "valkey", "cluster"])
+@pytest.mark.parametrize("kind", [*lane_kinds(), "cluster"])
 @pytest.mark.parametrize("policy", ["fixed", "bucket"])
 def test_eight_processes_admit_exactly_the_limit(servers: object, kind: str, policy: str) -> None:
     server = servers.get(kind)  # type: ignore[attr-defined]

@@ -215,8 +215,105 @@ def test_a_key_must_be_text() -> None:
     def f(n: int) -> int:
         return n
 
-    with pytest.raises(TypeError, match="must be a str"):
-        f(1)
+    for bad in (1, None, b"k"):
+        with pytest.raises(rl.ConfigurationError, match=f"returned {bad!r}; it must return a str"):
+            f(bad)
+
+
+def test_any_callable_can_be_limited(clock: Clock) -> None:
+    import functools
+
+    limiter = rl.Limiter(rl.FixedWindow(1, 60), clock=clock)
+
+    def send(to: str, subject: str) -> str:
+        return f"{to}:{subject}"
+
+    class Sender:
+        def __call__(self, to: str) -> str:
+            return to
+
+    partial = rl.rate_limit(limiter)(functools.partial(send, "ann"))
+    instance = rl.rate_limit(limiter)(Sender())
+    assert partial("hi") == "ann:hi" and instance("bob") == "bob"
+    for limited, arg in ((partial, "again"), (instance, "again")):
+        with pytest.raises(rl.RateLimitExceeded):
+            limited(arg)
+    # each keyed by what it calls: the partial's function, the instance's class
+    assert limiter.peek(f"{__name__}.test_any_callable_can_be_limited.<locals>.send").remaining == 0
+    assert (
+        limiter.peek(f"{__name__}.test_any_callable_can_be_limited.<locals>.Sender").remaining == 0
+    )
+
+
+async def test_async_partials_and_callable_objects_get_an_async_wrapper(clock: Clock) -> None:
+    import functools
+
+    limiter = rl.AsyncLimiter(rl.FixedWindow(1, 60), clock=clock)
+
+    async def fetch(host: str, path: str) -> str:
+        return host + path
+
+    class Fetcher:
+        async def __call__(self, path: str) -> str:
+            return path
+
+    partial = rl.rate_limit(limiter, key="p")(functools.partial(fetch, "a.example"))
+    instance = rl.rate_limit(limiter, key="i")(Fetcher())
+    assert inspect.iscoroutinefunction(partial) and inspect.iscoroutinefunction(instance)
+    assert await partial("/x") == "a.example/x" and await instance("/y") == "/y"
+    with pytest.raises(rl.RateLimitExceeded):
+        await instance("/z")
+    with pytest.raises(rl.ConfigurationError, match="is async: give it an AsyncLimiter"):
+        rl.rate_limit(rl.Limiter("1/s"))(Fetcher())
+
+
+def test_above_classmethod_and_staticmethod(clock: Clock) -> None:
+    limiter = rl.Limiter(rl.FixedWindow(1, 60), clock=clock)
+
+    class Jobs:
+        name = "jobs"
+
+        @rl.rate_limit(limiter, key=lambda cls, n: f"{cls.name}:{n}")
+        @classmethod
+        def run(cls, n: int) -> str:
+            return f"{cls.name}{n}"
+
+        @rl.rate_limit(limiter, key=lambda n: f"static:{n}")
+        @staticmethod
+        def check(n: int) -> int:
+            return n
+
+    assert Jobs.run(1) == "jobs1" and Jobs().run(2) == "jobs2"
+    assert Jobs.check(1) == 1 and Jobs().check(2) == 2
+    with pytest.raises(rl.RateLimitExceeded):
+        Jobs.run(1)
+    with pytest.raises(rl.RateLimitExceeded):
+        Jobs().check(2)
+    assert limiter.peek("jobs:1").remaining == 0 and limiter.peek("static:2").remaining == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"wait": "yes"}, "wait must be True or False, got 'yes'"),
+        ({"wait": 1}, "wait must be True or False, got 1"),
+        ({"wait": True, "timeout": "5"}, "timeout must be None or a non-negative number"),
+        ({"wait": True, "timeout": float("nan")}, "timeout must be None or a non-negative"),
+        ({"wait": True, "timeout": -1}, "timeout must be None or a non-negative number"),
+        ({"cost": 1.5}, "cost must be a non-negative int or a callable"),
+        ({"key": 3}, "key must be a callable, a str or None"),
+    ],
+)
+def test_bad_options_are_configuration_errors(options: dict[str, object], message: str) -> None:
+    with pytest.raises(rl.ConfigurationError, match=message):
+        rl.rate_limit(rl.Limiter("1/s"), **options)  # type: ignore[arg-type]
+
+
+def test_bad_limiters_and_targets_are_configuration_errors() -> None:
+    with pytest.raises(rl.ConfigurationError, match="needs a Limiter, an AsyncLimiter or text"):
+        rl.rate_limit(42)  # type: ignore[arg-type]
+    with pytest.raises(rl.ConfigurationError, match="decorates a callable"):
+        rl.rate_limit(rl.Limiter("1/s"))(42)  # type: ignore[arg-type]
 
 
 def test_typing_file_passes_mypy_strict() -> None:

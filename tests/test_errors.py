@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import ratelimit as rl
@@ -121,3 +123,117 @@ async def test_store_down_follows_on_error(is_async: bool) -> None:
     closing = client.aclose() if is_async else client.close()
     if closing is not None:
         await closing
+
+
+# -- every error crosses a process with its decision --------------------------------------------
+
+_POOL_LIMITER = rl.Limiter(rl.FixedWindow(1, 60))
+
+
+@rl.rate_limit(_POOL_LIMITER, key="pool")
+def _limited_job(n: int) -> int:
+    return n
+
+
+def _errors() -> list[BaseException]:
+    limiter = rl.Limiter("1/s; 5/minute")
+    limiter.hit("k")
+    decision = limiter.hit("k")
+    errors: list[BaseException] = [
+        rl.RateLimitExceeded(decision),
+        rl.RateLimitExceeded(decision, "custom message"),
+        rl.ConfigurationError("bad limit '10/fortnight'"),
+        rl.StoreError("RedisStore failed: ConnectionError"),
+    ]
+    from ratelimit.fastapi import RateLimited as FastAPIRateLimited
+
+    errors.append(FastAPIRateLimited(decision, 429, "slow down", {"Retry-After": "1"}))
+    from flask import Response
+
+    from ratelimit.flask import RateLimited as FlaskRateLimited
+
+    errors.append(FlaskRateLimited(decision, Response("slow down", 429)))
+    return errors
+
+
+@pytest.mark.parametrize("copier", ["pickle", "deepcopy"])
+def test_every_error_survives_pickle_and_deepcopy_with_its_decision(copier: str) -> None:
+    import copy
+    import pickle
+
+    for error in _errors():
+        again = pickle.loads(pickle.dumps(error)) if copier == "pickle" else copy.deepcopy(error)
+        assert type(again) is type(error) and str(again) == str(error)
+        assert again.args == error.args
+        decision = getattr(error, "decision", None)
+        if decision is not None:
+            assert again.decision == decision  # type: ignore[attr-defined]
+            assert again.retry_after == error.retry_after  # type: ignore[attr-defined]
+
+
+def test_a_rate_limited_function_raises_through_a_process_pool() -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(_limited_job, 1).result(timeout=60) == 1
+        with pytest.raises(rl.RateLimitExceeded) as caught:
+            pool.submit(_limited_job, 2).result(timeout=60)
+    decision = caught.value.decision
+    assert not decision.allowed and decision.limit == 1 and 0 < decision.retry_after <= 60
+    assert decision.policy == rl.FixedWindow(1, 60)
+
+
+# -- Upstash: what a pasted environment variable and a wrong client look like -------------------
+
+
+@pytest.mark.redis_server
+@pytest.mark.parametrize("face", ["sync", "async"])
+async def test_an_upstash_url_and_token_pasted_with_a_newline_work(
+    face: str, servers: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.upstash_lane import TOKEN, session_endpoint
+
+    _, endpoint = session_endpoint(servers)
+    monkeypatch.setenv("UPSTASH_REDIS_REST_URL", endpoint.url + "\n")
+    monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", f" {TOKEN}\r\n")
+    is_async = face == "async"
+    store_cls: Any = rl.AsyncUpstashStore if is_async else rl.UpstashStore
+    for store in (store_cls.from_env(), store_cls.from_url(endpoint.url + "\n", TOKEN + "\n")):
+        limiter_cls: Any = rl.AsyncLimiter if is_async else rl.Limiter
+        limiter = limiter_cls(rl.FixedWindow(5, 60), store=store, on_error="raise",
+                              prefix=f"pasted-{face}")  # fmt: skip
+        d = limiter.hit("k")
+        d = await d if is_async else d
+        assert d.allowed and d.reason is None
+        closed = store.client.close()
+        if is_async:
+            await closed
+
+
+@pytest.mark.parametrize(
+    ("url", "token", "message"),
+    [
+        ("127.0.0.1:8080", "t", "must be http"),
+        ("http://a b.example", "t", "must be http"),
+        ("https://db.example\x00", "t", "must be http"),
+        ("https://db.example", "", "token must be non-empty"),
+        ("https://db.example", "to ken", "token must be non-empty"),
+        (None, "t", "as text"),
+    ],
+)
+@pytest.mark.parametrize("cls", [rl.UpstashStore, rl.AsyncUpstashStore])
+def test_a_bad_upstash_url_or_token_is_refused_when_the_store_is_built(
+    cls: Any, url: object, token: str, message: str
+) -> None:
+    with pytest.raises(rl.ConfigurationError, match=message):
+        cls.from_url(url, token)
+
+
+@pytest.mark.parametrize("cls", [rl.UpstashStore, rl.AsyncUpstashStore])
+def test_a_client_without_execute_is_refused_when_the_store_is_built(cls: Any) -> None:
+    class NotAClient:
+        pass
+
+    for client in (NotAClient(), None, "https://db.example"):
+        with pytest.raises(rl.ConfigurationError, match=r"needs an upstash_redis client"):
+            cls(client)

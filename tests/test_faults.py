@@ -587,3 +587,122 @@ async def test_a_traffic_peak_is_decided_by_the_store(
             f"round {round_}: {len(failed)} of 300 concurrent checks failed, e.g. {failed[0]!r}"
         )
     assert not [r for r in warnings_.records if r.name == "ratelimit"]
+
+
+# -- a slot being migrated (resharding) -----------------------------------------------------------
+
+ONE_NODE_BOUND = 0.3
+"""Seconds a check may take while its slot migrates: one node's bound (50 ms connect + 50 ms
+read timeouts) with room for a loaded machine; redis-py's own TRYAGAIN retries took ~400 ms."""
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("face", FACES)
+async def test_a_migrating_slot_answers_within_one_node_bound_and_opens_no_breaker(
+    face: str, cluster: Cluster, rigs: list[Rig], warnings_: pytest.LogCaptureFixture
+) -> None:
+    """The identifier's keys are split between the source and the target of a migration, so
+    the server answers TRYAGAIN: each check answers by on_error within one node's bound, no
+    breaker opens (the node is healthy), nothing is logged; once the slot has moved, the store
+    decides again."""
+    from redis.crc import key_slot
+
+    cluster.reset()
+    two = (rl.FixedWindow(100_000, 60), rl.FixedWindow(1_000_000, 3600))
+    rig = Rig(face, _cluster_url(cluster), ("allow", "raise"), cluster=True)
+    rigs.append(rig)
+    cls: Any = rl.AsyncLimiter if face == "async" else rl.Limiter
+    events: list[Event] = []
+    limiter = Harness(cls(two, store=rig.store, on_event=events.append, deny_cache=0))
+    raising = Harness(cls(two, store=rig.store, on_error="raise", deny_cache=0))
+    keys = limiter.limiter.keys("user:moving")
+    slot = key_slot(keys[0].encode())
+    assert (await limiter.hit("user:moving")).reason is None
+    with cluster.migrating(slot) as (source, target):
+        cluster.migrate_keys(source, target, keys[:1])  # one key moved, one not: TRYAGAIN
+        slowest = 0.0
+        outages: list[object] = []
+        for _ in range(5):
+            started = time.perf_counter()
+            d = await limiter.hit("user:moving")
+            slowest = max(slowest, time.perf_counter() - started)
+            assert d.allowed and d.reason == "store_error"
+            with pytest.raises(rl.StoreError, match=r"TTL exhausted|TRYAGAIN") as caught:
+                await raising.hit("user:moving")
+            outages.append(getattr(caught.value, "outage", None))
+        assert slowest < ONE_NODE_BOUND, f"a check on a migrating slot took {slowest:.3f}s"
+        assert outages == [False] * 5  # the node answered: not an outage
+        assert all(b.state == "closed" for b in rig.store.breakers.values())
+        assert rig.store.breaker is not None and rig.store.breaker.state == "closed"
+        assert not [e for e in events if e.kind.startswith("breaker")]
+        cluster.migrate_keys(source, target, keys[1:])
+        cluster.finish_migration(slot, target)
+        d = await limiter.hit("user:moving")  # MOVED: redis-py follows it once
+        assert d.reason is None and d.remaining == 100_000 - 2
+    assert not [r for r in warnings_.records if r.name == "ratelimit"]
+    report(f"migrating slot {face}", slowest_check=slowest)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("face", FACES)
+async def test_a_redirected_probe_reports_to_the_breaker_that_admitted_it(
+    face: str, cluster: Cluster, rigs: list[Rig]
+) -> None:
+    """The source master's breaker is half open when the slot moves: the probe it admitted is
+    redirected (MOVED) and answered by the target, and its answer closes the source's breaker,
+    not the target's."""
+    from redis.crc import key_slot
+
+    from ratelimit.breaker import CircuitBreaker
+    from tests.conftest import Clock
+
+    cluster.reset()
+    clock = Clock()
+    rig = Rig(face, _cluster_url(cluster), ("allow",), cluster=True)
+    rigs.append(rig)
+    rig.store.breaker = CircuitBreaker(base=1, cap=1, jitter=0, clock=clock, name="cluster")
+    limiter = rig.limiters["allow"]
+    keys = limiter.limiter.keys("user:probe")
+    slot = key_slot(keys[0].encode())
+    assert (await limiter.hit("user:probe")).reason is None
+    source_breaker = rig.store.breaker_for(keys)
+    assert source_breaker is not None and source_breaker is not rig.store.breaker
+    with cluster.migrating(slot) as (source, target):
+        cluster.migrate_keys(source, target, keys)
+        cluster.finish_migration(slot, target)  # the client's slot map is stale now
+        source_breaker.failure(rl.StoreError("the source master failed"))
+        assert (await limiter.hit("user:probe")).reason == "store_error"
+        clock.advance(1000)
+        d = await limiter.hit("user:probe")  # the probe: sent to the source, answered by target
+        assert d.reason is None and d.remaining == LIMIT.limit - 2
+        assert source_breaker.state == "closed"
+        target_breaker = rig.store.breaker_for(keys)
+        assert target_breaker is not source_breaker and target_breaker is not None
+        assert target_breaker.state == "closed"
+        assert (await limiter.hit("user:probe")).reason is None
+
+
+async def test_a_cancelled_probe_frees_the_breaker_on_a_real_server(
+    server: Server, rigs: list[Rig]
+) -> None:
+    """The server hangs; the probe sent when the back-off ends is cancelled by
+    ``asyncio.wait_for`` and never reports. After ``probe_timeout`` the next check probes, and
+    the store decides again once the server is back."""
+    from ratelimit.breaker import CircuitBreaker
+
+    rig = Rig("async", server.url, ("allow",))
+    rigs.append(rig)
+    rig.store.breaker = CircuitBreaker(base=0.05, cap=0.2, jitter=0)  # probe_timeout: 0.2 s
+    limiter = rig.limiters["allow"] = Harness(rl.AsyncLimiter(LIMIT, store=rig.store))
+    assert (await limiter.hit("k")).reason is None
+    server.pause(0.4)
+    paused_at = time.perf_counter()
+    assert (await limiter.hit("k")).reason == "store_error"  # one timeout: the breaker opens
+    await asyncio.sleep(0.06)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(limiter.hit("k"), 0.01)  # the probe, cancelled
+    assert rig.store.breaker.state == "half_open"
+    await asyncio.sleep(max(0.0, paused_at + 0.4 - time.perf_counter()))
+    took, d = await rig.until_decided("allow", "k", time.perf_counter())
+    assert d.reason is None and rig.store.breaker.state == "closed"
+    assert took < 1.0, f"the store decided again only {took:.2f}s after the pause"

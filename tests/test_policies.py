@@ -143,3 +143,56 @@ def test_large_quotas_are_accepted_in_a_unit_that_keeps_them_exact(
 def test_ordinary_quotas_count_in_milliseconds() -> None:
     for policy in rl.parse("10/second; 1000/minute; 1000000/day", algorithm="token_bucket"):
         assert policy.tick_ms == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u0661\u0660/second",  # Arabic-Indic digits
+        "\uff11\uff10/second",  # full-width digits
+        "10/\uff15 seconds",
+        "10\u00a0/second",  # a no-break space
+        "10/second\u3000",  # an ideographic space
+        "10\u2003per minute",
+        "5/s burst \uff120",
+    ],
+)
+def test_parse_reads_ascii_digits_and_spaces_only(text: str) -> None:
+    with pytest.raises(rl.ConfigurationError, match="cannot read limit"):
+        rl.parse(text)
+
+
+def test_parse_refuses_huge_numbers_with_a_configuration_error() -> None:
+    for text in ("9" * 5000 + "/second", "1/" + "9" * 5000 + " seconds", "9" * 19 + "/day",
+                 "1/s burst " + "9" * 4400):  # fmt: skip
+        with pytest.raises(rl.ConfigurationError, match="too large") as caught:
+            rl.parse(text)
+        assert len(str(caught.value)) < 300  # names the number without repeating it all
+
+
+def test_parse_takes_linear_time_on_long_runs_of_spaces() -> None:
+    import time
+
+    for text in ("1" + " " * 30_000 + "x", "1" + " " * 30_000 + "/ 5 5", " " * 30_000 + "1"):
+        started = time.perf_counter()
+        with pytest.raises(rl.ConfigurationError):
+            rl.parse(text)
+        assert time.perf_counter() - started < 1.0  # quadratic backtracking took ~8 s
+    assert rl.parse("10" + " " * 30_000 + "per \t 5   minutes") == [rl.SlidingWindow(10, 300)]
+
+
+@pytest.mark.parametrize("cls", [rl.FixedWindow, rl.SlidingWindow, rl.TokenBucket])
+@pytest.mark.parametrize("period", [float("inf"), float("-inf"), float("nan"), 1e300])
+def test_every_bad_period_is_a_configuration_error(cls: type[rl.Policy], period: float) -> None:
+    with pytest.raises(rl.ConfigurationError, match="period"):
+        cls(10, period)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("cls", [rl.FixedWindow, rl.SlidingWindow, rl.TokenBucket])
+@pytest.mark.parametrize("limit", [float("inf"), float("nan"), 10.0, "10", True, 0, -1, None])
+def test_every_bad_limit_is_a_configuration_error(cls: type[rl.Policy], limit: object) -> None:
+    with pytest.raises(rl.ConfigurationError):
+        cls(limit, 60)  # type: ignore[call-arg]
+    if cls is rl.TokenBucket and limit is not None:  # burst=None: as many as rate
+        with pytest.raises(rl.ConfigurationError):
+            rl.TokenBucket(10, 60, burst=limit)  # type: ignore[arg-type]

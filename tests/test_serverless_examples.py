@@ -41,7 +41,7 @@ def load(path: Path) -> ModuleType:
 
 @pytest.fixture
 def endpoint(servers: Any) -> Iterator[UpstashEndpoint]:
-    server: Server = servers.get("redis")
+    server: Server = servers.get("any")
     server.reset()
     with UpstashEndpoint(server.url, TOKEN) as endpoint:
         yield endpoint

@@ -24,6 +24,7 @@ try:
         available_servers,
         find_kind,
         free_port,
+        lane_kinds,
         require_or_skip,
     )
 except ImportError:  # no tests/__init__.py and the repository root is not on sys.path
@@ -37,6 +38,7 @@ except ImportError:  # no tests/__init__.py and the repository root is not on sy
         available_servers,
         find_kind,
         free_port,
+        lane_kinds,
         require_or_skip,
     )
 
@@ -50,7 +52,7 @@ return redis.call('MGET', KEYS[1], KEYS[2])
 """
 
 
-@pytest.fixture(scope="module", params=KIND_NAMES)
+@pytest.fixture(scope="module", params=lane_kinds())
 def kind(request: pytest.FixtureRequest) -> ServerKind:
     """Each server kind, skipped (or failed, under RATELIMIT_REQUIRE_SERVERS=1) when missing."""
     found = find_kind(request.param)

@@ -36,7 +36,7 @@ POLICIES = [rl.FixedWindow(50, 60), rl.SlidingWindow(40, 30), rl.TokenBucket(5, 
 
 @pytest.fixture
 def redis_server(servers: Any) -> Server:
-    server = servers.get("redis")
+    server = servers.get("any")
     server.reset()
     return server  # type: ignore[no-any-return]
 

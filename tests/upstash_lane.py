@@ -32,7 +32,7 @@ def session_endpoint(servers: Any) -> tuple[Server, UpstashEndpoint]:
 
     ``servers`` is conftest's session pool: the endpoint is kept on it and closed with it.
     """
-    server = servers.get("redis")
+    server = servers.get("any")
     assert isinstance(server, Server)
     endpoint: UpstashEndpoint | None = getattr(servers, "upstash_endpoint", None)
     if endpoint is None or endpoint.redis_url != server.url:

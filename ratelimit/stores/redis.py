@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ratelimit.breaker import CircuitBreaker
+from ratelimit.errors import StoreError
 from ratelimit.stores.base import AsyncScriptStore, ScriptCalls, ScriptStore
 
 if TYPE_CHECKING:
@@ -30,6 +31,15 @@ _TIMEOUT = 0.05
 # exactly when limiting matters most.
 _POOL_WAIT = 0.5
 _POOL_SIZE = 100
+# Requests a cluster client may send per command: one redirection (MOVED, or ASK during a
+# migration) and the command. redis-py's default of 16 retries TRYAGAIN with 50 ms sleeps for
+# about 400 ms; with 2 a migrating slot costs at most two round trips and one 50 ms sleep.
+_CLUSTER_REQUESTS = 2
+
+
+def _cluster_grade(client: Any) -> Any:
+    client.RedisClusterRequestTTL = _CLUSTER_REQUESTS
+    return client
 
 
 def _limiter_grade(kwargs: dict[str, Any], *, asyncio: bool = False,
@@ -117,7 +127,13 @@ class _RedisBase(ScriptCalls):
     int_replies = True  # and reads a script's integers as int, whatever its parser
 
     def __init__(self, client: Any, breaker: CircuitBreaker | bool) -> None:
-        from redis.exceptions import NoScriptError, ResponseError
+        from redis.exceptions import (
+            AskError,
+            MovedError,
+            NoScriptError,
+            ResponseError,
+            TryAgainError,
+        )
 
         self.breaker = CircuitBreaker.for_store(breaker, type(self).__name__)
         #: One breaker per cluster master (by ``host:port``), made on first use.
@@ -139,6 +155,7 @@ class _RedisBase(ScriptCalls):
         self._setup_calls()
         self._reply_errors = (ResponseError,)
         self._noscript_errors = (NoScriptError,)
+        self._slot_moving: tuple[type[Exception], ...] = (AskError, MovedError, TryAgainError)
 
     @property
     def client(self) -> Any:
@@ -161,6 +178,12 @@ class _RedisBase(ScriptCalls):
         if node is None:
             node = self.breakers.setdefault(name, breaker.child(f"{type(self).__name__} {name}"))
         return node
+
+    def _failed(self, error: BaseException) -> StoreError:
+        failed = StoreError(self._describe(error))
+        if isinstance(error, self._slot_moving) or str(error) == "TTL exhausted.":
+            failed.outage = False  # the node answered: a slot is being migrated, no outage
+        return failed
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._client!r})"
@@ -203,9 +226,11 @@ class RedisStore(_RedisBase, ScriptStore):
 
             settings = _limiter_grade(kwargs, cluster=True)
             try:
-                return cls(RedisCluster.from_url(url, **settings))
+                return cls(_cluster_grade(RedisCluster.from_url(url, **settings)))
             except RedisClusterException:  # no node answers yet: connect on first use
-                pending: Any = _ClusterOnFirstUse(lambda: RedisCluster.from_url(url, **settings))
+                pending: Any = _ClusterOnFirstUse(
+                    lambda: _cluster_grade(RedisCluster.from_url(url, **settings))
+                )
                 return cls(pending)
         import redis
 
@@ -243,8 +268,8 @@ class AsyncRedisStore(_RedisBase, AsyncScriptStore):
         if cluster:
             from redis.asyncio.cluster import RedisCluster
 
-            return cls(RedisCluster.from_url(url, **_limiter_grade(kwargs, asyncio=True,
-                                                                    cluster=True)))  # fmt: skip
+            return cls(_cluster_grade(RedisCluster.from_url(url, **_limiter_grade(
+                kwargs, asyncio=True, cluster=True))))  # fmt: skip
         import redis.asyncio
 
         pool = redis.asyncio.BlockingConnectionPool.from_url(

@@ -48,6 +48,35 @@ def _credentials(owner: str) -> tuple[str, str]:
     return os.environ[URL_ENV], os.environ[TOKEN_ENV]
 
 
+def _endpoint(owner: str, url: object, token: object) -> tuple[str, str]:
+    """``url`` and ``token`` without the spaces and line ends around them (a pasted environment
+    variable often ends in a newline). Raises ConfigurationError, naming the value, for
+    anything but an ``http(s)://`` URL and a token, without spaces or control characters."""
+    import re
+
+    if not isinstance(url, str) or not isinstance(token, str):
+        raise ConfigurationError(f"{owner} needs a REST URL and token as text, got {url!r}")
+    url, token = url.strip(), token.strip()
+    bad = re.compile(r"[\s\x00-\x1f\x7f]")
+    if not re.match(r"https?://[^/?#]+", url, re.IGNORECASE | re.ASCII) or bad.search(url):
+        raise ConfigurationError(
+            f"{owner}: the REST URL must be http(s)://host without spaces, got {url!r}"
+        )
+    if not token or bad.search(token):
+        raise ConfigurationError(
+            f"{owner}: the REST token must be non-empty, without spaces or control characters"
+        )
+    return url, token
+
+
+def _checked_client(owner: str, client: object) -> None:
+    """Raises ConfigurationError for a client without a callable ``execute``."""
+    if not callable(getattr(client, "execute", None)):
+        raise ConfigurationError(
+            f"{owner} needs an upstash_redis client (with execute()), got {client!r}"
+        )
+
+
 def _client_options(timeout: float, kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -163,6 +192,7 @@ class UpstashStore(_UpstashBase, ScriptStore):
     ) -> None:
         import inspect
 
+        _checked_client("UpstashStore", client)
         if inspect.iscoroutinefunction(getattr(client, "execute", None)):
             raise ConfigurationError(
                 f"UpstashStore needs a sync client (upstash_redis.Redis), got {client!r}; "
@@ -183,9 +213,12 @@ class UpstashStore(_UpstashBase, ScriptStore):
     @classmethod
     def from_url(cls, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT,
                  breaker: CircuitBreaker | bool = True, **kwargs: Any) -> UpstashStore:  # fmt: skip
-        """As :meth:`from_env`, with the REST URL and token given."""
+        """As :meth:`from_env`, with the REST URL and token given (spaces and line ends
+        around them are dropped). Raises ConfigurationError for a URL that is not
+        ``http(s)://host`` or a token with spaces or control characters inside."""
         import upstash_redis
 
+        url, token = _endpoint(cls.__name__, url, token)
         client = upstash_redis.Redis(url=url, token=token, **_client_options(timeout, kwargs))
         _set_timeout(client, timeout)
         return cls(client, breaker=breaker)
@@ -210,6 +243,7 @@ class AsyncUpstashStore(_UpstashBase, AsyncScriptStore):
     ) -> None:
         import inspect
 
+        _checked_client("AsyncUpstashStore", client)
         if not inspect.iscoroutinefunction(getattr(client, "execute", None)):
             raise ConfigurationError(
                 f"AsyncUpstashStore needs an async client (upstash_redis.asyncio.Redis), got "
@@ -231,6 +265,7 @@ class AsyncUpstashStore(_UpstashBase, AsyncScriptStore):
         """As :meth:`UpstashStore.from_url`, with an ``upstash_redis.asyncio.Redis``."""
         import upstash_redis.asyncio
 
+        url, token = _endpoint(cls.__name__, url, token)
         client = upstash_redis.asyncio.Redis(
             url=url, token=token, **_client_options(timeout, kwargs)
         )

@@ -1,0 +1,192 @@
+"""What OpenTelemetry metrics cost a check: ``ratelimit.otel.Metrics`` against a no-op listener.
+
+::
+
+    python benchmarks/bench_otel.py [--quick] [--base REF] [--out benchmarks/results/otel.json]
+
+On a memory store (the cheapest check there is, so the listener's share is the largest) it
+times ``Limiter.hit`` interleaved in rounds (``_harness.interleave``) with:
+
+- no listener (``on_event=None``),
+- a no-op listener (``on_event=lambda event: None``): what any listener costs the limiter
+  (the Event, the store-call timing),
+- ``Metrics()`` (counts per check; the store durations the limiter timed, about 100 a second,
+  recorded in the SDK histogram), on an SDK MeterProvider with an in-memory reader.
+
+The target: Metrics at most 5% of a memory-store check's time above the no-op listener,
+as the median over rounds of the paired ratio of CPU time per check (``time.thread_time``:
+on a shared machine, wall-clock time also counts the slices other processes get). Wall-clock
+throughput and p50/p99 latency come from ``_harness.interleave`` as in the other benchmarks.
+``--base REF`` also times the hot path without a listener in this checkout against the git
+revision REF (extracted to a temporary folder), alternating fresh processes, to show that
+listener support costs nothing to users without one. Prints Markdown and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # measure this checkout's ratelimit, not an installed copy
+sys.path.insert(0, HERE)
+
+import _harness as h  # noqa: E402
+
+LIMIT = "1000000000/minute"  # every hit of the run is allowed
+KEYS = [f"user:{i}" for i in range(8)]
+TARGET = 0.05  # Metrics' time above the no-op listener, as a share of a check, at most
+
+# One process's figure for --base: ns per hit without a listener (best of 5 x 200,000).
+_HOT_PATH = """
+import time, timeit, ratelimit as rl
+limiter = rl.Limiter("1000000000/minute")
+keys = [f"user:{i}" for i in range(8)]
+def run():
+    for k in keys:
+        limiter.hit(k)
+print(min(timeit.repeat(run, number=25_000, repeat=5, timer=time.thread_time)) / 200_000 * 1e9)
+"""
+
+
+def contenders() -> tuple[dict[str, Any], Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    import ratelimit as rl
+    from ratelimit.otel import Metrics
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics = Metrics(provider)
+    limiters = {
+        "no listener": rl.Limiter(LIMIT),
+        "no-op listener": rl.Limiter(LIMIT, on_event=lambda event: None),
+        "Metrics()": rl.Limiter(LIMIT, prefix="bench", on_event=metrics),
+    }
+    return {name: limiter.hit for name, limiter in limiters.items()}, reader
+
+
+def cpu_rounds(calls: dict[str, Any], rounds: int, n: int) -> dict[str, list[float]]:
+    """CPU ns per call of each contender, one figure per round, interleaved as
+    ``_harness.interleave`` does (order reversed on odd rounds)."""
+    clock = time.thread_time_ns
+    figures: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            fn = calls[name]
+            start = clock()
+            for _ in range(n // len(KEYS)):
+                for key in KEYS:
+                    fn(key)
+            figures[name].append((clock() - start) / (n // len(KEYS) * len(KEYS)))
+    return figures
+
+
+def hot_path_vs_base(ref: str, runs: int) -> dict[str, Any]:
+    """ns per hit without a listener: this checkout against ``ref``, alternating processes."""
+    with tempfile.TemporaryDirectory() as base:
+        archive = subprocess.run(
+            ["git", "-C", ROOT, "archive", ref, "ratelimit", "lua"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", base], input=archive, check=True)
+        figures: dict[str, list[float]] = {"this checkout": [], ref: []}
+        for i in range(runs):
+            order = [("this checkout", ROOT), (ref, base)]
+            for name, path in order if i % 2 == 0 else order[::-1]:
+                out = subprocess.run(
+                    [sys.executable, "-c", _HOT_PATH],
+                    cwd=path,
+                    env={**os.environ, "PYTHONPATH": path},
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                figures[name].append(float(out))
+    ours, theirs = h.median(figures["this checkout"]), h.median(figures[ref])
+    return {
+        "ref": ref,
+        "runs": runs,
+        "ns_per_hit": {"this checkout": round(ours, 1), ref: round(theirs, 1)},
+        "ratio": round(ours / theirs, 4),
+        "samples": figures,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    parser.add_argument("--base", help="git revision to compare the no-listener hot path with")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "otel.json"))
+    args = parser.parse_args()
+    rounds, seconds = (5, 0.3) if args.quick else (15, 1.0)
+    started = time.perf_counter()
+
+    calls, reader = contenders()
+    results = h.interleave(calls, KEYS, rounds=rounds, seconds=seconds, warmup=0.2)
+    cpu = cpu_rounds(calls, rounds * 2, 40_000 if args.quick else 200_000)
+    reader.get_metrics_data()  # the observable counters are read here, off the hot path
+    noop = cpu["no-op listener"]
+    rows = []
+    report_rows: dict[str, Any] = {}
+    for name, result in results.items():
+        ratio = h.median([a / b for a, b in zip(cpu[name], noop, strict=True)])
+        rows.append(
+            [
+                name,
+                f"{h.median(cpu[name]):,.0f}",
+                f"{ratio:.3f}",
+                f"{result.ops:,.0f}",
+                f"{result.latency_us(50):.2f}",
+                f"{result.latency_us(99):.2f}",
+            ]
+        )
+        report_rows[name] = {
+            **result.summary(),
+            "cpu_ns_per_check": round(h.median(cpu[name]), 1),
+            "cpu_ns_rounds": [round(x, 1) for x in cpu[name]],
+            "cpu_time_vs_noop_listener": round(ratio, 4),
+        }
+    overhead = report_rows["Metrics()"]["cpu_time_vs_noop_listener"] - 1
+    report: dict[str, Any] = {
+        "benchmark": "otel",
+        "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+        "settings": {"rounds": rounds, "seconds_per_round": seconds, "keys": len(KEYS)},
+        "machine": h.machine_info(),
+        "versions": {d: h.version_of(d) for d in ("opentelemetry-api", "opentelemetry-sdk")},
+        "memory": report_rows,
+        "metrics_overhead_vs_noop": round(overhead, 4),
+        "target": {"at_most": TARGET, "met": overhead <= TARGET},
+    }
+    print(
+        h.markdown_table(
+            ["memory store, 1 policy", "CPU ns/check", "x no-op", "checks/s", "p50 us", "p99 us"],
+            rows,
+        )
+    )
+    verdict = "met" if overhead <= TARGET else "MISSED"
+    print(f"\nMetrics() above the no-op listener: {overhead:+.1%} of a check (target "
+          f"<= {TARGET:.0%}: {verdict})")  # fmt: skip
+    if args.base:
+        report["hot_path_vs_base"] = base = hot_path_vs_base(args.base, 5 if args.quick else 9)
+        print(
+            f"no listener, ns per hit: this checkout {base['ns_per_hit']['this checkout']}, "
+            f"{args.base} {base['ns_per_hit'][args.base]} (ratio {base['ratio']:.3f})"
+        )
+    report["elapsed_s"] = round(time.perf_counter() - started, 1)
+    h.write_json(args.out, report)
+    print(f"JSON: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
