@@ -891,8 +891,9 @@ class AsyncLimiter(_LimiterBase):
             return None
         _, breaker, ticket, _ = admitted
         try:
-            charged = await self._store.asettle(self._rate_plan, keys, self._now(),
-                                                lease._acquired, lease._charged or [], actual)  # fmt: skip
+            charged = await self._store.asettle(
+                self._rate_plan, keys, self._now(), lease._acquired, lease._charged or [], actual
+            )
         except StoreError as error:
             self._failed(error, breaker, ticket)
             return None

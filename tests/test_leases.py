@@ -583,3 +583,19 @@ async def test_a_concurrency_denial_is_never_answered_from_the_cache(
     await call(held, "release")  # a release can end the denial at any moment
     again = await acquire(h, "u")
     assert again.allowed and again.decision.reason is None
+
+
+async def test_a_shadow_limiter_never_denies_and_a_would_be_denial_holds_nothing(
+    lane: Lane, clock: Clock
+) -> None:
+    h = lane.limiter([rl.Concurrency(1), rl.FixedWindow(10, 60)], clock=clock, shadow=True)
+    held = await acquire(h, "u", 2)
+    assert held.allowed and held.holds and held.decision.reason is None
+    shadowed = await acquire(h, "u", 3)  # the slot is taken: enforcement would deny
+    assert shadowed.allowed and shadowed.decision.reason == "shadow" and not shadowed.holds
+    assert shadowed.decision.remaining == 0 and shadowed.decision.retry_after == 60.0
+    await call(shadowed, "release")  # holds nothing: frees nobody's slot
+    peeked = await h.peek("u", 0)
+    assert peeked.details[0].remaining == 0 and peeked.details[1].remaining == 8
+    await call(held, "release")
+    assert (await h.peek("u", 0)).details[0].remaining == 1
