@@ -1,6 +1,6 @@
 """OpenTelemetry metrics from limiters, printed by the SDK's console exporter.
 
-Run it:   pip install "ratelimit[otel]" opentelemetry-sdk
+Run it:   pip install "ratelimit-atomic[otel]" opentelemetry-sdk
           python examples/otel_console.py
 
 One :class:`ratelimit.otel.Metrics` listens to two limiters: ``api`` enforces 5 per minute, and

@@ -11,7 +11,7 @@
 -- load / report / charge: as in fixed_window.lua, except that a lease takes one slot whatever
 -- its cost (the cost goes to the rate policies), and charge, which adds the member
 -- `lease.id` set by the acquire entry (limiter.lua), returns (ttl_ms, 1): one slot used.
-local concurrency = {}
+local concurrency = {slots = true} -- slots: one per lease whatever the cost (see check)
 
 -- The lease being acquired: set by the acquire entry around its check, nil otherwise.
 local lease = {id = nil}

@@ -31,8 +31,8 @@ function fixed_window.report(s, now, limit, period, rate, cost)
   if count + cost <= limit then
     return 1, limit - count, reset, 0
   end
-  local remaining = limit - count -- below 0 after a settle charged more than the limit
-  if remaining < 0 then
+  local remaining = limit - count
+  if remaining < 0 then -- spent more than a lowered limit (an override): none left
     remaining = 0
   end
   return 0, remaining, reset, start + period - now

@@ -13,6 +13,7 @@
 --
 -- check(keys, argv):
 -- keys[i]      state key of policy i; all keys of one call share one hash tag ({identifier})
+-- keys[n + 1]  the identifier's override key (see "Overrides" below)
 -- argv[1]      now, integer milliseconds, or "" to read the server's TIME
 -- argv[2]      cost, an integer >= 0; 0 only looks
 -- argv[3]      "1": charge every policy when all of them allow; "0": only look (peek)
@@ -23,6 +24,16 @@
 -- Returns      {allowed, then for each policy i: allowed_i, remaining_i, reset_after_ms_i,
 --              retry_after_ms_i}, all integers, allowed as 1/0. After a charge, remaining and
 --              reset_after describe the state after it; otherwise the state as found.
+--              When an override applied: allowed is 2/3 (1/0 plus 2), the policies are the
+--              override's, and its plan follows as five integers per policy (the code's byte,
+--              then the plan's four numbers).
+--              {-1} when an override needs an algorithm this script was built without:
+--              nothing was read or written; send the same call to the whole script.
+--              A cost above a policy's limit (only an override's can be: the limiter refuses
+--              such costs for its own) is denied, charges nothing, retry_after one period.
+--
+-- forget(keys, argv): reset. keys as for check; argv unused. Deletes the state keys and, when
+-- an override is set, the state keys of its policies; never the override. Returns {count}.
 
 -- Plans read so far, by their text. A function library keeps this table between calls, so
 -- a limiter's plan is read once per server, not once per call; a script starts afresh.
@@ -54,6 +65,89 @@ local function read_plan(text)
   return plan
 end
 
+-- ---- Overrides (issue 11) -------------------------------------------------------------------
+-- An override is one string key, <prefix>:{<identifier>}:override, holding a plan text (as
+-- argv[4] of check); it has no TTL unless set with one. State keys are named by shape, not by
+-- numbers: <prefix>:{<identifier>}:<code><period>, with "t<unit>" appended when the policy
+-- counts in ticks coarser than 1 ms and ".<k>" for the k-th policy of one plan with the same
+-- code, period and unit (ratelimit/stores/base.py, Plan.state_ids, names them the same way).
+-- So an override reads the state its identifier spent under the limiter's own policy of the
+-- same algorithm and period (a changed limit keeps what was spent), and state written in one
+-- period or unit is never read with another. Its state keys are made here from the override
+-- key's head: the client cannot know them without a round trip; they share its hash tag, so
+-- its cluster slot.
+
+-- What read_plan does not keep, for override plans only, by plan text: {state key suffixes,
+-- the plan as integers for the reply}.
+local shaped, nshaped = {}, 0
+
+-- The plan to apply for one identifier: its override's, else `own` (a plan text) on the
+-- state keys `keys` (whose last is the identifier's override key). Returns the plan, its
+-- state keys, and the override's plan as integers (nil without one); false when the override
+-- uses an algorithm this script was built without (an EVALSHA script holds only the limiter's
+-- own algorithms). Every entry that checks calls this: one GET of a key usually absent.
+local function resolve(keys, own)
+  local override_key = keys[#keys]
+  local text = redis.call('GET', override_key)
+  if not text then
+    return read_plan(own), keys, nil
+  end
+  local shape = shaped[text]
+  if not shape then
+    local words = {}
+    for word in string.gmatch(text, '%S+') do
+      words[#words + 1] = word
+    end
+    local suffixes, tail, seen = {}, {}, {}
+    for at = 1, #words, 5 do
+      if not algorithms[words[at]] then
+        return false -- a script built without that algorithm (EVALSHA): the caller says so
+      end
+      local suffix = words[at] .. words[at + 2]
+      if words[at + 4] ~= '1' then
+        suffix = suffix .. 't' .. words[at + 4]
+      end
+      local rank = (seen[suffix] or 0) + 1
+      seen[suffix] = rank
+      if rank > 1 then
+        suffix = suffix .. '.' .. rank
+      end
+      suffixes[#suffixes + 1] = suffix
+      tail[#tail + 1] = string.byte(words[at])
+      for k = 1, 4 do
+        tail[#tail + 1] = tonumber(words[at + k])
+      end
+    end
+    if nshaped >= 1000 then -- bounded, as read_plan's table
+      shaped, nshaped = {}, 0
+    end
+    shape = {suffixes, tail}
+    shaped[text], nshaped = shape, nshaped + 1
+  end
+  local plan = read_plan(text)
+  local head = string.sub(override_key, 1, -9) -- without 'override'
+  local state = {}
+  for i = 1, #plan do
+    state[i] = head .. shape[1][i]
+  end
+  return plan, state, shape[2]
+end
+
+local function forget(keys, argv)
+  local deleted = 0
+  for i = 1, #keys - 1 do
+    deleted = deleted + redis.call('DEL', keys[i])
+  end
+  local _, state, tail = resolve(keys, '')
+  if tail then
+    for i = 1, #state do
+      deleted = deleted + redis.call('DEL', state[i])
+    end
+  end
+  return {deleted}
+end
+-- ---- end of Overrides ------------------------------------------------------------------------
+
 -- `now` in milliseconds: argv[1], or the server's TIME when it is "".
 local function now_ms(argv)
   local now = argv[1]
@@ -67,8 +161,12 @@ end
 local function check(keys, argv)
   local now = now_ms(argv)
   local cost = tonumber(argv[2])
-  local plan = read_plan(argv[4])
-  local n = #keys
+  local plan, tail
+  plan, keys, tail = resolve(keys, argv[4]) -- overrides
+  if not plan then
+    return {-1} -- the client sends the same call to the script with every algorithm
+  end
+  local n = #plan
   local reply = {1}
   local states, ticks = {}, {}
   for i = 1, n do
@@ -80,7 +178,12 @@ local function check(keys, argv)
       off = now - t * unit
     end
     local s = algorithm.load(keys[i], t, limit, period, rate)
-    local allowed, remaining, reset, retry = algorithm.report(s, t, limit, period, rate, cost)
+    local c = cost
+    if cost > limit and not algorithm.slots then -- never holdable (an override's policy):
+      -- as found, denied below (a Concurrency slot is one whatever the cost)
+      c = 0
+    end
+    local allowed, remaining, reset, retry = algorithm.report(s, t, limit, period, rate, c)
     if unit ~= 1 then -- ticks to milliseconds, counted from `now`
       if reset > 0 then
         reset = reset * unit - off
@@ -89,6 +192,9 @@ local function check(keys, argv)
         retry = retry * unit - off
       end
       ticks[i] = {t, off}
+    end
+    if c ~= cost then
+      allowed, retry = 0, period * unit
     end
     states[i] = s
     if allowed == 0 then
@@ -116,6 +222,12 @@ local function check(keys, argv)
       reply[r + 1] = reply[r + 1] - (used or cost) -- used: one slot for a Concurrency policy
     end
   end
+  if tail then -- overrides: say so, and which plan applied
+    reply[1] = reply[1] + 2
+    for k = 1, #tail do
+      reply[#reply + 1] = tail[k]
+    end
+  end
   return reply
 end
 
@@ -123,8 +235,10 @@ end
 -- Leases (Concurrency, settle): the entries below wrap check and the algorithms' settle.
 --
 -- acquire(keys, argv): check with charge, where every Concurrency policy also takes a slot
---   for the lease argv[5] (an id made by the client). argv[1..4] as for check (argv[3] "1").
---   Returns check's reply followed by now (milliseconds), which settle needs.
+--   for the lease argv[5] (an id made by the client). keys and argv[1..4] as for check
+--   (argv[3] "1"); an identifier's override applies as in check, except that with a cost of 0
+--   only the limiter's own Concurrency policies take slots. Returns check's reply followed
+--   by now (milliseconds), which settle needs.
 -- release(keys, argv): keys = the Concurrency keys; argv[1] the lease id. Frees the lease's
 --   own slots (ZREM; idempotent). Returns {slots freed}.
 -- renew(keys, argv): keys = the Concurrency keys; argv[1] now or ""; argv[2] the lease id;
@@ -146,11 +260,12 @@ local function acquire(keys, argv)
     error(reply)
   end
   if reply[1] == 1 and tonumber(argv[2]) == 0 then
-    -- check charges nothing for a cost of 0, but a lease still takes its slots
+    -- check charges nothing for a cost of 0, but a lease still takes its slots (1: the
+    -- limiter's own plan applied, no override)
     local plan = read_plan(argv[4])
     tick.unit, tick.off = 1, 0
     lease.id = argv[5]
-    for i = 1, #keys do
+    for i = 1, #plan do
       local p = plan[i]
       if p[1] == concurrency then
         local s = concurrency.load(keys[i], now, p[2], p[3], p[4])
@@ -214,5 +329,5 @@ local function settle(keys, argv)
   return reply
 end
 
-local entries = {check = check, acquire = acquire, release = release, renew = renew,
-                 settle = settle}
+local entries = {check = check, forget = forget, acquire = acquire, release = release,
+                 renew = renew, settle = settle}

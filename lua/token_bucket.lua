@@ -26,6 +26,9 @@ function token_bucket.load(key, now, limit, period, rate)
     end
     s[2] = now
   end
+  if s[1] > capacity then -- a burst lowered since (an override): the bucket holds no more
+    s[1] = capacity
+  end
   return s
 end
 

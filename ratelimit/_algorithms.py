@@ -34,8 +34,8 @@ def fixed_check(s: State | None, now: int, limit: int, period: int, rate: int, c
     else:
         start, count = s
     end = start + period - now
-    if count + cost > limit:
-        return 0, max(limit - count, 0), end if count > 0 else 0, end, None  # < 0 after settle
+    if count + cost > limit:  # remaining 0 when a lowered limit (an override) is overspent
+        return 0, max(limit - count, 0), end if count > 0 else 0, end, None
     if charge and cost:
         return 1, limit - count - cost, end, 0, [start, count + cost]
     return 1, limit - count, end if count > 0 else 0, 0, None
@@ -92,6 +92,8 @@ def bucket_check(s: State | None, now: int, limit: int, period: int, rate: int, 
             else:
                 level += elapsed * rate
             ts = now
+        if level > capacity:  # a burst lowered since (an override): the bucket holds no more
+            level = capacity
     lag = ts - now  # > 0 only when this caller's clock is behind the last writer's
     need = cost * period
     allowed = 1
@@ -190,6 +192,7 @@ def bucket_settle(s: State | None, now: int, t_acq: int, limit: int, period: int
             else:
                 level += elapsed * rate
             ts = now
+        level = min(level, capacity)  # a burst lowered since (an override), as the load does
     level = min(level + (charged - actual) * period, capacity)
     return [level, ts], ts - now - (-(capacity - level) // rate), actual
 

@@ -232,7 +232,7 @@ def _store(store: object) -> Store:
             return RedisStore.from_url(store)
         except ImportError as error:
             raise ConfigurationError(
-                f"{store!r} needs redis-py: pip install 'ratelimit[redis]'"
+                f"{store!r} needs redis-py: pip install 'ratelimit-atomic[redis]'"
             ) from error
         except ValueError as error:
             raise ConfigurationError(f"cannot use store URL {store!r}: {error}") from error

@@ -20,6 +20,7 @@ from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
 from ratelimit.events import Event, EventKind
 from ratelimit.lease import Acquiring, AsyncLease, Lease, new_lease_id
+from ratelimit.overrides import AsyncOverrides, Overrides, plan_from_reply
 from ratelimit.policies import Concurrency, Policy, parse
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
 from ratelimit.stores.memory import MemoryStore
@@ -189,9 +190,9 @@ class _LimiterBase:
     denied keys and events. The two faces only differ in how they call the store."""
 
     __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_keys",
-                 "_leases_ms", "_on_error", "_on_event", "_per_node", "_plan", "_prefix",
-                 "_rate_plan", "_rates", "_shadow", "_sleep", "_slots", "_store", "_store_clock",
-                 "_suffixes", "_time_at")  # fmt: skip
+                 "_leases_ms", "_on_error", "_on_event", "_overrides", "_per_node", "_plan",
+                 "_prefix", "_rate_plan", "_rates", "_shadow", "_sleep", "_slots", "_store",
+                 "_store_clock", "_suffixes", "_time_at")  # fmt: skip
     #: True for the face that runs on an event loop (an async on_event listener is awaited).
     _awaits: ClassVar[bool] = False
 
@@ -235,7 +236,8 @@ class _LimiterBase:
             )
         self._plan = Plan(policies)
         self._prefix = prefix
-        self._suffixes = tuple("}:" + p.id for p in policies)
+        # state keys by shape (Plan.state_ids), then the override key: see ratelimit.overrides
+        self._suffixes = (*("}:" + s for s in self._plan.state_ids), "}:override")
         self._keys: dict[str, list[str]] = {}
         # Leases: which policies hold slots (Concurrency) and which are charged (the rates);
         # the cost check ignores slots, which take one each whatever the cost.
@@ -296,8 +298,21 @@ class _LimiterBase:
         return self._breaker
 
     def keys(self, key: str) -> list[str]:
-        """The exact store keys of ``key``: ``<prefix>:{<identifier>}:<policy id>``, one per
-        policy. Raises ConfigurationError for a non-str key."""
+        """The exact state keys of ``key``, one per policy:
+        ``<prefix>:{<identifier>}:<algorithm code><period>`` (see :mod:`ratelimit.overrides`
+        for the whole rule). Raises ConfigurationError for a non-str key."""
+        return self._keys_of(key)[:-1]
+
+    def _override_key(self, key: str) -> str:
+        """``<prefix>:{<identifier>}:override``. Raises ConfigurationError for a non-str key."""
+        return self._keys_of(key)[-1]
+
+    def _discard(self, key: str) -> None:
+        if self._denied is not None:
+            self._denied.discard(key)
+
+    def _keys_of(self, key: str) -> list[str]:
+        """The keys a store call for ``key`` names: its state keys, then its override key."""
         keys = self._keys.get(key) if type(key) is str else None
         if keys is None:
             head = f"{self._prefix}:{{{identifier(key)}"
@@ -340,7 +355,7 @@ class _LimiterBase:
         :meth:`_failed`: a cluster slot that moves meanwhile must not make the call report to
         another node's breaker. Raises ConfigurationError for bad input."""
         self._check_cost(cost)
-        keys = self.keys(key)
+        keys = self._keys_of(key)
         denied = self._denied
         started = 0
         if denied is not None:
@@ -405,6 +420,10 @@ class _LimiterBase:
 
     def _decide(self, reply: Reply) -> Decision:
         policies = self._plan.policies
+        if reply[0] > 1:  # an override applied: its plan ends the reply (lua/limiter.lua)
+            end = 1 + 4 * ((len(reply) - 1) // 9)
+            policies = plan_from_reply(reply[end:]).policies
+            reply = [reply[0] - 2, *reply[1:end]]
         if len(policies) == 1:
             policy = policies[0]
             return Decision(reply[0] == 1, policy.limit, reply[2], reply[3] / 1000,
@@ -459,9 +478,8 @@ class _LimiterBase:
             breaker.success(ticket)
 
     def _forget(self, key: str) -> list[str]:
-        keys = self.keys(key)
-        if self._denied is not None:
-            self._denied.discard(key)
+        keys = self._keys_of(key)
+        self._discard(key)
         return keys
 
     def _emit(self, kind: EventKind, policy: Policy | None, error: BaseException | None = None,
@@ -508,7 +526,7 @@ class _LimiterBase:
         nothing)."""
         keys, breaker, ticket, started = admitted
         decision = self._finish(key, cost, reply, breaker, ticket, started)
-        if reply[0] != 1:
+        if reply[0] & 1 == 0:  # denied (0, or 2 under an override)
             return cls(self, key, decision)
         return cls(self, key, decision, lease_id, keys, reply[-1], cost)
 
@@ -596,6 +614,7 @@ class Limiter(_LimiterBase):
 
     __slots__ = ()
     _store: Store
+    _overrides: Overrides
 
     def __init__(
         self,
@@ -617,11 +636,18 @@ class Limiter(_LimiterBase):
             )
         super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event, shadow)
         self._store = store
+        self._overrides = Overrides(store, self._override_key, self._now, self._discard)
 
     @property
     def store(self) -> Store:
         """Where the state lives."""
         return self._store
+
+    @property
+    def overrides(self) -> Overrides:
+        """Per-identifier limits kept in the store: ``set``, ``get``, ``delete`` (see
+        :class:`~ratelimit.overrides.Overrides`)."""
+        return self._overrides
 
     def hit(self, key: str, cost: int = 1) -> Decision:
         """Spend ``cost`` (default 1) for ``key`` if every policy allows it; else spend nothing.
@@ -778,6 +804,7 @@ class AsyncLimiter(_LimiterBase):
 
     __slots__ = ()
     _store: AsyncStore
+    _overrides: AsyncOverrides
     _awaits = True
 
     def __init__(
@@ -800,11 +827,17 @@ class AsyncLimiter(_LimiterBase):
             )
         super().__init__(limits, store, prefix, on_error, clock, deny_cache, on_event, shadow)
         self._store = store
+        self._overrides = AsyncOverrides(store, self._override_key, self._now, self._discard)
 
     @property
     def store(self) -> AsyncStore:
         """Where the state lives."""
         return self._store
+
+    @property
+    def overrides(self) -> AsyncOverrides:
+        """As :attr:`Limiter.overrides`, awaitable."""
+        return self._overrides
 
     async def hit(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.hit`, awaiting the store."""

@@ -22,7 +22,7 @@ Instruments (meter ``"ratelimit"``):
 
 The identifier (user id, IP address) is never an attribute: an :class:`~ratelimit.events.Event`
 does not carry it, so a million clients make as many series as one. This module imports
-OpenTelemetry when a :class:`Metrics` is built, not before (``pip install ratelimit[otel]``).
+OpenTelemetry when a :class:`Metrics` is built, not before (``pip install ratelimit-atomic[otel]``).
 """
 
 from __future__ import annotations

@@ -97,8 +97,9 @@ class Policy:
     - ``limit``: the most units the policy admits at once (the ``limit`` of a window, the
       ``burst`` of a bucket); the largest cost it can ever allow.
     - ``period``: seconds, as a float. ``period_ms``: the same in whole milliseconds.
-    - ``id``: a short text naming the algorithm and its numbers, used in store keys, so that
-      changing a limit never reads state written under the old one.
+    - ``id``: a short text naming the algorithm and its numbers (in events and headers). Store
+      keys name only the algorithm and period (see :mod:`ratelimit.overrides`), so that a
+      changed limit keeps what was spent.
     - ``tick_ms``: the time unit the policy counts in, in milliseconds: 1, or coarser for a
       large quota (such as ``"100000000/day"``) whose numbers in milliseconds could not be
       computed exactly; its ``retry_after`` and ``reset_after`` are then exact to that unit.

@@ -214,7 +214,7 @@ async def test_odd_identifiers_neither_collide_nor_fail(lane: Lane, clock: Clock
 
 def test_identifier_escaping_keeps_one_hash_tag() -> None:
     limiter = rl.Limiter("1/s; 5/m", prefix="api")
-    assert limiter.keys("user:42") == ["api:{user:42}:s1.1000", "api:{user:42}:s5.60000"]
+    assert limiter.keys("user:42") == ["api:{user:42}:s1000", "api:{user:42}:s60000"]
     seen = set()
     for key in ODD:
         keys = limiter.keys(key)

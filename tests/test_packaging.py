@@ -25,7 +25,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         timeout=120,
     )
-    (built,) = out.glob("ratelimit-*.whl")
+    (built,) = out.glob("ratelimit_atomic-*.whl")
     return built
 
 

@@ -143,7 +143,8 @@ def test_token_bucket_admits_at_most_burst_plus_refill(
         assert admitted * 1000 <= burst * 1000 + rate * (clock.ms - start)
 
 
-async def _compare(lane: Lane, policy_list: list[rl.Policy], seed: int, n: int) -> int:
+async def _compare(lane: Lane, policy_list: list[rl.Policy], seed: int, n: int,
+                   overrides: list[list[rl.Policy] | None] | None = None) -> int:  # fmt: skip
     rng = random.Random(seed)
     clock = Clock()
     lua = lane.limiter(policy_list, clock=clock, prefix=f"diff{seed}")
@@ -167,6 +168,13 @@ async def _compare(lane: Lane, policy_list: list[rl.Policy], seed: int, n: int) 
         if op == "reset":
             await lua.reset(key)
             twin.reset(key)
+            continue
+        if overrides and rng.random() < 0.04:  # set or delete an override on both
+            limits = rng.choice(overrides)
+            for face in (lua.limiter.overrides, twin.overrides):
+                done = face.delete(key) if limits is None else face.set(key, limits)
+                if done is not None:
+                    await done
             continue
         got = await getattr(lua, op)(key, cost)
         want = getattr(twin, op)(key, cost)
@@ -193,4 +201,28 @@ async def test_lua_and_python_twin_agree(script_lane: Lane, policy_list: list[rl
     checked = 0
     for seed in range(3):
         checked += await _compare(script_lane, policy_list, seed, 400)
+    assert checked > 1000
+
+
+#: Overrides for the differential test: the same shapes with other numbers (state kept), other
+#: periods and algorithms (fresh state), limits below the costs drawn (never holdable), none.
+DIFF_OVERRIDES: list[list[rl.Policy] | None] = [
+    [rl.FixedWindow(2, 10)],
+    [rl.FixedWindow(50, 10), rl.SlidingWindow(1, 3)],
+    [rl.SlidingWindow(3, 3), rl.TokenBucket(1, 1, burst=2)],
+    [rl.TokenBucket(9, 1, burst=20), rl.SlidingWindow(40, 60)],
+    [rl.SlidingWindow(100_000_000, 86400)],
+    None,
+]
+
+
+@pytest.mark.parametrize(
+    "policy_list", DIFF_POLICIES[:5], ids=lambda ps: "+".join(p.id for p in ps)
+)
+async def test_lua_and_python_twin_agree_with_overrides(
+    script_lane: Lane, policy_list: list[rl.Policy]
+) -> None:
+    checked = 0
+    for seed in range(3):
+        checked += await _compare(script_lane, policy_list, seed, 400, DIFF_OVERRIDES)
     assert checked > 1000

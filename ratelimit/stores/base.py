@@ -55,7 +55,8 @@ class Plan:
     ``lua/limiter.lua``, as text and as bytes) and, for the memory store, the Python twin's
     steps. Built once per limiter."""
 
-    __slots__ = ("codes", "policies", "spec", "spec_bytes", "steps")
+    __slots__ = ("codes", "periods_ms", "policies", "spec", "spec_bytes", "state_ids", "steps",
+                 "tail")  # fmt: skip
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies: tuple[Policy, ...] = tuple(policies)
@@ -64,11 +65,25 @@ class Plan:
         #: the algorithm codes the plan uses, sorted, once each ("f", "ft"...)
         self.codes: str = "".join(sorted({p._argv[0] for p in self.policies}))
         steps: list[Step] = []
+        state_ids: list[str] = []
+        tail: list[int] = []
         for p in self.policies:
             code, limit, period, rate, unit = p._argv
             check = ALGORITHMS[code] if unit == "1" else _in_ticks(ALGORITHMS[code], int(unit))
             steps.append((check, int(limit), int(period), int(rate)))
+            # the state key's last part, by shape (see "Overrides" in lua/limiter.lua): a
+            # changed limit keeps the state, a changed period or unit never reads it
+            shape = code + period + ("" if unit == "1" else "t" + unit)
+            rank = sum(1 for s in state_ids if s.split(".")[0] == shape) + 1
+            state_ids.append(shape if rank == 1 else f"{shape}.{rank}")
+            tail += (ord(code), int(limit), int(period), int(rate), int(unit))
         self.steps: tuple[Step, ...] = tuple(steps)
+        #: The last part of each policy's state key: ``<code><period>[t<unit>][.<k>]``.
+        self.state_ids: tuple[str, ...] = tuple(state_ids)
+        #: Each policy's period in milliseconds.
+        self.periods_ms: tuple[int, ...] = tuple(p.period_ms for p in self.policies)
+        #: The plan as a script reply names an override's: five integers per policy.
+        self.tail: tuple[int, ...] = tuple(tail)
 
 
 class Store:
@@ -95,7 +110,22 @@ class Store:
         raise NotImplementedError
 
     def delete(self, keys: Sequence[str]) -> None:
-        """Forget these exact keys. Raises StoreError."""
+        """Forget an identifier's state: ``keys`` are its state keys then its override key;
+        deletes the state keys and those of its override's policies, never the override.
+        Raises StoreError."""
+        raise NotImplementedError
+
+    def set_override(self, key: str, plan: Plan, ttl_ms: int | None, now: int | None) -> None:
+        """Store ``plan`` as the override at ``key`` (one ``SET``), expiring ``ttl_ms`` after
+        ``now`` (the store's clock when None) or never. Raises StoreError."""
+        raise NotImplementedError
+
+    def get_override(self, key: str, now: int | None) -> str | None:
+        """The plan text of the override at ``key``, or None. Raises StoreError."""
+        raise NotImplementedError
+
+    def delete_override(self, key: str) -> None:
+        """Delete the override at ``key`` (one ``DEL``). Raises StoreError."""
         raise NotImplementedError
 
     # Leases: the acquire, release, renew and settle entries of lua/limiter.lua, one call each.
@@ -162,6 +192,19 @@ class AsyncStore:
     async def asettle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
                       charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
         """As :meth:`Store.settle`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def aset_override(self, key: str, plan: Plan, ttl_ms: int | None,
+                            now: int | None) -> None:  # fmt: skip
+        """As :meth:`Store.set_override`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def aget_override(self, key: str, now: int | None) -> str | None:
+        """As :meth:`Store.get_override`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def adelete_override(self, key: str) -> None:
+        """As :meth:`Store.delete_override`. Raises StoreError."""
         raise NotImplementedError
 
 
@@ -266,6 +309,27 @@ class ScriptCalls:
                 plan.spec)  # fmt: skip
         return self._entry_command("settle", keys, argv)
 
+    def _whole(self, command: Command) -> Command:
+        """``command`` (a check by ``EVALSHA`` of a script holding only the limiter's
+        algorithms) sent to the script holding every algorithm: the one resend an override
+        with another algorithm costs on the script path (``{-1}`` in ``lua/limiter.lua``)."""
+        return [command[0], self._scripts["check"].sha, *command[2:]]
+
+    def _override_command(self, key: str, plan: Plan | None, ttl_ms: int | None) -> Command:
+        """``SET`` of an override (``plan``), or ``DEL`` when ``plan`` is None."""
+        if plan is None:
+            return ["DEL", key]
+        return ["SET", key, plan.spec] + ([] if ttl_ms is None else ["PX", ttl_ms])
+
+    @staticmethod
+    def _text(raw: object) -> str | None:
+        """A ``GET`` reply as text."""
+        if raw is None or isinstance(raw, str):
+            return raw
+        if isinstance(raw, bytes):
+            return raw.decode("utf-8")
+        raise StoreError(f"unexpected override value {raw!r}")
+
     def _unknown(self, error: BaseException) -> str | None:
         """What the server did not know, when ``error`` says so: ``"script"``, ``"function"``,
         or ``"command"`` (no FCALL or FUNCTION at all); else None."""
@@ -366,7 +430,11 @@ class ScriptStore(ScriptCalls, Store):
 
     def evaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                  charge: bool) -> Reply:  # fmt: skip
-        return self._call(self._command(plan, keys, now, cost, charge))
+        command = self._command(plan, keys, now, cost, charge)
+        reply = self._call(command)
+        if reply[0] < 0:  # an override with an algorithm this script lacks: the whole script
+            reply = self._call(self._whole(command))
+        return reply
 
     def _call(self, command: Command) -> Reply:
         """Run one entry-point call (:meth:`_entry_command`), with the one resend allowed.
@@ -394,8 +462,21 @@ class ScriptStore(ScriptCalls, Store):
                 failure = error
 
     def delete(self, keys: Sequence[str]) -> None:
+        self._call(self._entry_command("forget", keys, ()))
+
+    def set_override(self, key: str, plan: Plan, ttl_ms: int | None, now: int | None) -> None:
+        self._plain(self._override_command(key, plan, ttl_ms))
+
+    def get_override(self, key: str, now: int | None) -> str | None:
+        return self._text(self._plain(["GET", key]))
+
+    def delete_override(self, key: str) -> None:
+        self._plain(self._override_command(key, None, None))
+
+    def _plain(self, command: Command) -> Any:
+        """Send a command that is not a script call. Blocks. Raises StoreError."""
         try:
-            self._send(["DEL", *keys])
+            return self._send(command)
         except Exception as error:
             raise self._failed(error) from error
 
@@ -424,7 +505,11 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
 
     async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                         charge: bool) -> Reply:  # fmt: skip
-        return await self._call(self._command(plan, keys, now, cost, charge))
+        command = self._command(plan, keys, now, cost, charge)
+        reply = await self._call(command)
+        if reply[0] < 0:  # as in ScriptStore.evaluate
+            reply = await self._call(self._whole(command))
+        return reply
 
     async def _call(self, command: Command) -> Reply:
         """As :meth:`ScriptStore._call`, awaiting the client."""
@@ -451,8 +536,22 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
                 failure = error
 
     async def adelete(self, keys: Sequence[str]) -> None:
+        await self._call(self._entry_command("forget", keys, ()))
+
+    async def aset_override(self, key: str, plan: Plan, ttl_ms: int | None,
+                            now: int | None) -> None:  # fmt: skip
+        await self._plain(self._override_command(key, plan, ttl_ms))
+
+    async def aget_override(self, key: str, now: int | None) -> str | None:
+        return self._text(await self._plain(["GET", key]))
+
+    async def adelete_override(self, key: str) -> None:
+        await self._plain(self._override_command(key, None, None))
+
+    async def _plain(self, command: Command) -> Any:
+        """As :meth:`ScriptStore._plain`, awaiting the client."""
         try:
-            await self._send(["DEL", *keys])
+            return await self._send(command)
         except Exception as error:
             raise self._failed(error) from error
 

@@ -26,6 +26,8 @@ class MemoryStore(Store, AsyncStore):
     exceed that, the least recently used key is dropped, which forgets that identifier's state
     for the policy (it starts again with a full allowance). Keys whose TTL has passed are
     dropped as writes go by. Time comes from the limiter (its ``clock``, else ``time.time``).
+    Overrides (``limiter.overrides``) are kept apart, at most ``max_keys`` of them: expired
+    ones go first, then the one set longest ago.
 
     ::
 
@@ -43,6 +45,8 @@ class MemoryStore(Store, AsyncStore):
         self._data: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._writes = 0
+        # override key -> (its plan, expiry in ms or None), oldest set first
+        self._overrides: OrderedDict[str, tuple[Plan, int | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -58,6 +62,14 @@ class MemoryStore(Store, AsyncStore):
         data = self._data
         steps = plan.steps
         with self._lock:
+            if self._overrides:  # keys[-1] is the identifier's override key
+                override = self._override(keys[-1], now)
+                if override is not None:
+                    reply = self._run(override, self._state_keys(keys[-1], override), now,
+                                      cost, charge)  # fmt: skip
+                    reply[0] += 2  # as the script says an override applied
+                    reply += override.tail
+                    return reply
             if len(steps) == 1:  # the common case, without the loops
                 key = keys[0]
                 check, limit, period, rate = steps[0]
@@ -75,38 +87,48 @@ class MemoryStore(Store, AsyncStore):
                     if entry is None:
                         self._added(now)
                 return [allowed, allowed, remaining, reset, retry]
+            return self._run(plan, keys, now, cost, charge)
 
-            # several policies: look at all of them, then charge all or none
-            reply = [1]
-            stored_states = []
+    def _run(self, plan: Plan, keys: Sequence[str], now: int, cost: int,
+             charge: bool) -> Reply:  # fmt: skip
+        """Several policies (or an override's): look at all of them, then charge all or none.
+        A cost above a policy's limit is denied, retry_after one period. Under the lock."""
+        data = self._data
+        steps = plan.steps
+        reply = [1]
+        stored_states = []
+        for i in range(len(steps)):
+            key = keys[i]
+            check, limit, period, rate = steps[i]
+            entry = data.get(key)
+            stored = None
+            if entry is not None:
+                data.move_to_end(key)
+                if entry[1] >= now:
+                    stored = entry[0]
+            stored_states.append(stored)
+            if cost > limit and check is not slots_check:  # never holdable: as found, denied
+                result = check(stored, now, limit, period, rate, 0, False)
+                result = (0, result[1], result[2], plan.periods_ms[i], None)
+            else:
+                result = check(stored, now, limit, period, rate, cost, False)
+            if not result[0]:
+                reply[0] = 0
+            reply += result[:4]
+        if reply[0] and cost and charge:
             for i in range(len(steps)):
                 key = keys[i]
                 check, limit, period, rate = steps[i]
-                entry = data.get(key)
-                stored = None
-                if entry is not None:
-                    data.move_to_end(key)
-                    if entry[1] >= now:
-                        stored = entry[0]
-                stored_states.append(stored)
-                result = check(stored, now, limit, period, rate, cost, False)
-                if not result[0]:
-                    reply[0] = 0
-                reply += result[:4]
-            if reply[0] and cost and charge:
-                for i in range(len(steps)):
-                    key = keys[i]
-                    check, limit, period, rate = steps[i]
-                    _, remaining, reset, _, new = check(
-                        stored_states[i], now, limit, period, rate, cost, True
-                    )
-                    reply[4 * i + 2] = remaining
-                    reply[4 * i + 3] = reset
-                    added = key not in data
-                    data[key] = (new, now + reset)  # type: ignore[assignment]
-                    if added:
-                        self._added(now)
-            return reply
+                _, remaining, reset, _, new = check(
+                    stored_states[i], now, limit, period, rate, cost, True
+                )
+                reply[4 * i + 2] = remaining
+                reply[4 * i + 3] = reset
+                added = key not in data
+                data[key] = (new, now + reset)  # type: ignore[assignment]
+                if added:
+                    self._added(now)
+        return reply
 
     # Leases (Concurrency, settle): the twins of the acquire, release, renew and settle
     # entries of lua/limiter.lua.
@@ -114,42 +136,63 @@ class MemoryStore(Store, AsyncStore):
     def acquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                 lease: str) -> Reply:  # fmt: skip
         """Check every policy; when all allow, charge ``cost`` to the rate policies and take a
-        slot for ``lease`` in each Concurrency policy. The reply is ``evaluate``'s followed by
-        ``now``. Never raises StoreError."""
+        slot for ``lease`` in each Concurrency policy. An override applies as in
+        :meth:`evaluate` (with a cost of 0, it takes no slots: as the script does). The reply
+        is ``evaluate``'s followed by ``now``. Never raises StoreError."""
         if now is None:
             raise ConfigurationError("MemoryStore needs the time from the limiter")
-        steps = plan.steps
         lease_number = int(lease, 16)
         with self._lock:
-            reply = [1]
-            stored_states = []
-            for i in range(len(steps)):
-                check, limit, period, rate = steps[i]
-                stored = self._live(keys[i], now)
-                stored_states.append(stored)
-                result = check(stored, now, limit, period, rate, cost, False)
-                if not result[0]:
-                    reply[0] = 0
-                reply += result[:4]
-            if reply[0]:
-                for i in range(len(steps)):
-                    key = keys[i]
-                    check, limit, period, rate = steps[i]
-                    if check is slots_check:
-                        new, reset = take_slot(stored_states[i], now, period, lease_number)
-                        remaining = reply[4 * i + 2] - 1
-                    elif cost:
-                        _, remaining, reset, _, charged = check(
-                            stored_states[i], now, limit, period, rate, cost, True
-                        )
-                        new = charged  # type: ignore[assignment]
-                    else:
-                        continue
-                    reply[4 * i + 2] = remaining
-                    reply[4 * i + 3] = reset
-                    self._put(key, new, now + reset, now)
+            override = self._override(keys[-1], now) if self._overrides else None
+            if override is None:
+                reply = self._take(plan, keys, now, cost, lease_number, True)
+            else:
+                state_keys = self._state_keys(keys[-1], override)
+                reply = self._take(override, state_keys, now, cost, lease_number, cost > 0)
+                reply[0] += 2  # as the script says an override applied
+                reply += override.tail
             reply.append(now)
             return reply
+
+    def _take(self, plan: Plan, keys: Sequence[str], now: int, cost: int, lease: int,
+              slots: bool) -> Reply:  # fmt: skip
+        """:meth:`acquire` on ``plan``'s keys, under the lock: all or nothing; Concurrency
+        policies take a slot (when ``slots``) whatever the cost."""
+        steps = plan.steps
+        reply = [1]
+        stored_states = []
+        for i in range(len(steps)):
+            check, limit, period, rate = steps[i]
+            stored = self._live(keys[i], now)
+            stored_states.append(stored)
+            if cost > limit and check is not slots_check:  # never holdable: denied
+                result = check(stored, now, limit, period, rate, 0, False)
+                result = (0, result[1], result[2], plan.periods_ms[i], None)
+            else:
+                result = check(stored, now, limit, period, rate, cost, False)
+            if not result[0]:
+                reply[0] = 0
+            reply += result[:4]
+        if reply[0]:
+            for i in range(len(steps)):
+                key = keys[i]
+                check, limit, period, rate = steps[i]
+                if check is slots_check:
+                    if not slots:
+                        continue
+                    new, reset = take_slot(stored_states[i], now, period, lease)
+                    remaining = reply[4 * i + 2] - 1
+                elif cost:
+                    _, remaining, reset, _, charged = check(
+                        stored_states[i], now, limit, period, rate, cost, True
+                    )
+                    new = charged  # type: ignore[assignment]
+                else:
+                    continue
+                reply[4 * i + 2] = remaining
+                reply[4 * i + 3] = reset
+                self._put(key, new, now + reset, now)
+        return reply
 
     def release(self, keys: Sequence[str], lease: str) -> int:
         """Free ``lease``'s slots in these Concurrency keys; returns how many were freed."""
@@ -239,11 +282,61 @@ class MemoryStore(Store, AsyncStore):
                     break
                 del data[key]
 
+    def _override(self, key: str, now: int) -> Plan | None:
+        """The override plan at ``key``, unless absent or expired (then dropped)."""
+        entry = self._overrides.get(key)
+        if entry is None:
+            return None
+        if entry[1] is not None and entry[1] <= now:
+            del self._overrides[key]
+            return None
+        return entry[0]
+
+    @staticmethod
+    def _state_keys(override_key: str, plan: Plan) -> list[str]:
+        head = override_key[: -len("override")]
+        return [head + state_id for state_id in plan.state_ids]
+
     def delete(self, keys: Sequence[str]) -> None:
-        """Forget these keys."""
+        """Forget an identifier's state (see :meth:`Store.delete`): ``keys`` are its state keys
+        then its override key."""
         with self._lock:
-            for key in keys:
+            override = self._overrides.get(keys[-1])
+            doomed = list(keys[:-1])
+            if override is not None:
+                doomed += self._state_keys(keys[-1], override[0])
+            for key in doomed:
                 self._data.pop(key, None)
+
+    def set_override(self, key: str, plan: Plan, ttl_ms: int | None, now: int | None) -> None:
+        """Keep ``plan`` as the override at ``key``, until ``now + ttl_ms`` or for good."""
+        if ttl_ms is not None and now is None:
+            raise ConfigurationError("MemoryStore needs the time from the limiter")
+        expires = None if ttl_ms is None or now is None else now + ttl_ms
+        with self._lock:
+            overrides = self._overrides
+            overrides.pop(key, None)
+            if len(overrides) >= self.max_keys and now is not None:
+                for old in [k for k, (_, at) in overrides.items() if at is not None and at <= now]:
+                    del overrides[old]
+            while len(overrides) >= self.max_keys:
+                overrides.popitem(last=False)
+            overrides[key] = (plan, expires)
+
+    def get_override(self, key: str, now: int | None) -> str | None:
+        """The plan text of the override at ``key``, or None."""
+        with self._lock:
+            if now is None:
+                entry = self._overrides.get(key)
+                plan = None if entry is None else entry[0]
+            else:
+                plan = self._override(key, now)
+            return None if plan is None else plan.spec
+
+    def delete_override(self, key: str) -> None:
+        """Forget the override at ``key``."""
+        with self._lock:
+            self._overrides.pop(key, None)
 
     async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                         charge: bool) -> Reply:  # fmt: skip
@@ -272,3 +365,16 @@ class MemoryStore(Store, AsyncStore):
                       charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
         """As :meth:`settle`."""
         return self.settle(plan, keys, now, acquired, charged, actual)
+
+    async def aset_override(self, key: str, plan: Plan, ttl_ms: int | None,
+                            now: int | None) -> None:  # fmt: skip
+        """As :meth:`set_override`."""
+        self.set_override(key, plan, ttl_ms, now)
+
+    async def aget_override(self, key: str, now: int | None) -> str | None:
+        """As :meth:`get_override`."""
+        return self.get_override(key, now)
+
+    async def adelete_override(self, key: str) -> None:
+        """As :meth:`delete_override`."""
+        self.delete_override(key)

@@ -148,7 +148,11 @@ def test_rate_changes_through_override_settings_are_honoured() -> None:
     view = scoped("uploads")
     assert [view(factory.get("/")).status_code for _ in range(4)] == [200, 200, 200, 429]
     with override_settings(REST_FRAMEWORK={**DRF, "DEFAULT_THROTTLE_RATES": {"uploads": "5/m"}}):
-        # a new rate is a new limit: five more
+        # the new rate applies to what was spent this minute (state keys name the algorithm
+        # and period, not the limit: see "Overrides" in the README): 3 of 5 spent, two more
+        assert [view(factory.get("/")).status_code for _ in range(4)] == [200, 200, 429, 429]
+    with override_settings(REST_FRAMEWORK={**DRF, "DEFAULT_THROTTLE_RATES": {"uploads": "5/h"}}):
+        # another period is another limit: five more
         assert [view(factory.get("/")).status_code for _ in range(6)] == [200] * 5 + [429]
 
 
@@ -160,7 +164,7 @@ def test_counted_in_the_configured_redis_store(redis_server: Any) -> None:
     assert statuses == [200, 200, 200, 429]
     with redis_server.client() as client:
         keys = sorted(k.decode() for k in client.keys("*"))
-    assert keys == ["drf:{throttle:uploads|ip:127.0.0.1}:s3.60000"]
+    assert keys == ["drf:{throttle:uploads|ip:127.0.0.1}:s60000"]
 
 
 def test_limit_decorates_a_drf_view_too() -> None:

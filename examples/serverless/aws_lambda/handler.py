@@ -1,7 +1,7 @@
 """Rate limiting in an AWS Lambda function, over Upstash's REST API: one HTTP request per check.
 
 Deploy with ``handler.handler`` as the entry point behind API Gateway (HTTP API or REST API) or
-a Lambda function URL, with ``ratelimit[upstash]`` in the package (``requirements.txt``).
+a Lambda function URL, with ``ratelimit-atomic[upstash]`` in the package (``requirements.txt``).
 
 Environment:
 

@@ -1,4 +1,5 @@
-"""The README's "In-flight limits" examples run as written, and print what they say."""
+"""The examples of docs/in-flight.md run as written, as a script, and print what they say
+(tests/test_docs.py runs them too; this checks their output)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _blocks() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## In-flight limits\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    text = (ROOT / "docs" / "in-flight.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
 
 
 def _run(code: str) -> list[str]:

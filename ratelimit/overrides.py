@@ -1,0 +1,181 @@
+"""Per-identifier overrides: one identifier's own limits, kept in the store.
+
+``limiter.overrides`` is an :class:`Overrides` (an :class:`AsyncOverrides` on an
+:class:`~ratelimit.AsyncLimiter`)::
+
+    limiter.overrides.set("user:42", "1000/minute", ttl=86_400)  # one SET
+    limiter.overrides.get("user:42")      # (SlidingWindow(limit=1000, period=60),) or None
+    limiter.overrides.delete("user:42")   # one DEL
+
+An override is the plan text of its policies (``argv[4]`` of ``lua/limiter.lua``) at
+``<prefix>:{<identifier>}:override``. Every check reads it inside the one script call that
+checks (the memory store: in the same lock), so every process applies it at its next check
+that reaches the store. State keys are named by algorithm and period, not by limit, so an
+override keeps what its identifier has spent under a policy of the same algorithm and period:
+a window keeps its count, a bucket its level (tokens held, never above the new burst). A
+changed period or time unit starts afresh. See "Overrides" in ``lua/limiter.lua``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final
+
+from ratelimit.errors import ConfigurationError, StoreError
+from ratelimit.policies import FixedWindow, Policy, SlidingWindow, TokenBucket
+from ratelimit.stores.base import Plan
+
+if TYPE_CHECKING:
+    from ratelimit.limiter import Limits
+    from ratelimit.stores.base import AsyncStore, Store
+
+__all__ = ["AsyncOverrides", "Overrides", "plan_from_reply", "plan_from_spec"]
+
+_PLANS: Final = 1000  # plans remembered by text, as the scripts' own table
+_plans: dict[str, Plan] = {}
+
+
+def _policy(code: str, limit: int, period: int, rate: int, unit: int) -> Policy:
+    """The policy that a plan's five words name (period in ticks of ``unit`` ms)."""
+    span = timedelta(milliseconds=period * unit)
+    if code == "f":
+        policy: Policy = FixedWindow(limit, span)
+    elif code == "s":
+        policy = SlidingWindow(limit, span)
+    elif code == "t":
+        policy = TokenBucket(rate, span, limit)
+    else:
+        raise ValueError(f"unknown algorithm code {code!r}")
+    if policy.tick_ms != unit:
+        raise ValueError(f"{policy!r} counts in {policy.tick_ms} ms, not {unit}")
+    return policy
+
+
+def plan_from_spec(text: str) -> Plan:
+    """The Plan of a plan text (as stored in an override). Raises StoreError for a text this
+    version cannot read."""
+    plan = _plans.get(text)
+    if plan is None:
+        words = text.split()
+        try:
+            if not words or len(words) % 5:
+                raise ValueError("not five words per policy")
+            plan = Plan([
+                _policy(words[at], *(int(w) for w in words[at + 1 : at + 5]))
+                for at in range(0, len(words), 5)
+            ])  # fmt: skip
+        except (ValueError, ConfigurationError) as error:
+            raise StoreError(f"unreadable override {text!r}: {error}") from error
+        if len(_plans) >= _PLANS:
+            _plans.clear()  # a flood of distinct overrides: start over, stay bounded
+        _plans[text] = plan
+    return plan
+
+
+def plan_from_reply(tail: list[int]) -> Plan:
+    """The override's Plan from the integers that end a check's reply (five per policy: the
+    algorithm code's byte, limit, period, rate, unit). Raises StoreError."""
+    return plan_from_spec(" ".join(chr(n) if i % 5 == 0 else str(n) for i, n in enumerate(tail)))
+
+
+def _ttl_ms(ttl: float | timedelta | None) -> int | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, timedelta):
+        ttl = ttl.total_seconds()
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise ConfigurationError(
+            f"ttl must be a positive number of seconds (or None: no expiry), got {ttl!r}"
+        )
+    ms = round(ttl * 1000)
+    if ms < 1:
+        raise ConfigurationError(f"ttl must be at least 1 millisecond, got {ttl!r}")
+    return ms
+
+
+class _OverridesBase:
+    """What the sync and async faces share: validation and keys. Does no I/O."""
+
+    __slots__ = ("_forget", "_key", "_now")
+
+    def __init__(self, key: Callable[[str], str], now: Callable[[], int | None],
+                 forget: Callable[[str], object]) -> None:  # fmt: skip
+        self._key = key  # identifier -> its override key; ConfigurationError for non-text
+        self._now = now
+        self._forget = forget  # drops the identifier's cached denial in this process
+
+    def _prepare(self, identifier: str, limits: Limits,
+                 ttl: float | timedelta | None) -> tuple[str, Plan, int | None]:  # fmt: skip
+        from ratelimit.limiter import _policies
+
+        key = self._key(identifier)
+        return key, Plan(_policies(limits)), _ttl_ms(ttl)
+
+    @staticmethod
+    def _policies(text: str | None) -> tuple[Policy, ...] | None:
+        return None if text is None else plan_from_spec(text).policies
+
+
+class Overrides(_OverridesBase):
+    """The overrides of a :class:`~ratelimit.Limiter`'s prefix. Methods block on one store
+    call and raise StoreError when it failed, whatever the limiter's ``on_error`` says."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store, key: Callable[[str], str], now: Callable[[], int | None],
+                 forget: Callable[[str], object]) -> None:  # fmt: skip
+        super().__init__(key, now, forget)
+        self._store = store
+
+    def set(self, identifier: str, limits: Limits, ttl: float | timedelta | None = None) -> None:
+        """Give ``identifier`` its own limits (text, a policy or a list, as the limiter takes)
+        instead of the limiter's, from the next check that reaches the store, for ``ttl``
+        seconds (or a timedelta) on the store's clock, or until deleted (None). Raises
+        ConfigurationError, writing nothing, for an identifier that is not text, limits that
+        do not parse or a ttl that is not positive; StoreError when the store failed."""
+        key, plan, ttl_ms = self._prepare(identifier, limits, ttl)
+        self._store.set_override(key, plan, ttl_ms, self._now())
+        self._forget(identifier)
+
+    def get(self, identifier: str) -> tuple[Policy, ...] | None:
+        """The policies of ``identifier``'s override, or None. Raises ConfigurationError for
+        an identifier that is not text; StoreError."""
+        key = self._key(identifier)
+        return self._policies(self._store.get_override(key, self._now()))
+
+    def delete(self, identifier: str) -> None:
+        """Remove ``identifier``'s override (nothing when it has none): the limiter's own
+        policies apply again. Raises ConfigurationError; StoreError."""
+        self._store.delete_override(self._key(identifier))
+        self._forget(identifier)
+
+
+class AsyncOverrides(_OverridesBase):
+    """:class:`Overrides` of an :class:`~ratelimit.AsyncLimiter`: the same methods,
+    awaitable."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: AsyncStore, key: Callable[[str], str],
+                 now: Callable[[], int | None],
+                 forget: Callable[[str], object]) -> None:  # fmt: skip
+        super().__init__(key, now, forget)
+        self._store = store
+
+    async def set(self, identifier: str, limits: Limits,
+                  ttl: float | timedelta | None = None) -> None:  # fmt: skip
+        """As :meth:`Overrides.set`, awaiting the store."""
+        key, plan, ttl_ms = self._prepare(identifier, limits, ttl)
+        await self._store.aset_override(key, plan, ttl_ms, self._now())
+        self._forget(identifier)
+
+    async def get(self, identifier: str) -> tuple[Policy, ...] | None:
+        """As :meth:`Overrides.get`, awaiting the store."""
+        key = self._key(identifier)
+        return self._policies(await self._store.aget_override(key, self._now()))
+
+    async def delete(self, identifier: str) -> None:
+        """As :meth:`Overrides.delete`, awaiting the store."""
+        await self._store.adelete_override(self._key(identifier))
+        self._forget(identifier)
