@@ -30,6 +30,7 @@ __all__ = [
     "Pinning",
     "Result",
     "Server",
+    "against_ref",
     "import_time_us",
     "interleave",
     "machine_info",
@@ -464,6 +465,34 @@ def _cumulative_us(stderr: str, module: str) -> int:
     if not found:
         raise RuntimeError(f"no import-time line for {module!r}")
     return total
+
+
+def against_ref(root: str, ref: str, code: str, runs: int) -> dict[str, list[str]]:
+    """What ``python -c code`` prints, run ``runs`` times in this checkout (``root``) and in
+    the git revision ``ref`` of it (its ``ratelimit`` and ``lua``, extracted to a temporary
+    folder), alternating fresh processes so that both see the same load. Keys: ``"this
+    checkout"`` and ``ref``."""
+    with tempfile.TemporaryDirectory() as base:
+        archive = subprocess.run(
+            ["git", "-C", root, "archive", ref, "ratelimit", "lua"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", base], input=archive, check=True)
+        outputs: dict[str, list[str]] = {"this checkout": [], ref: []}
+        for i in range(runs):
+            order = [("this checkout", root), (ref, base)]
+            for name, path in order if i % 2 == 0 else order[::-1]:
+                out = subprocess.run(
+                    [sys.executable, "-c", code],
+                    cwd=path,
+                    env={**os.environ, "PYTHONPATH": path},
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                outputs[name].append(out)
+    return outputs
 
 
 def import_time_us(module: str, runs: int = 7, cwd: str | None = None) -> dict[str, Any]:

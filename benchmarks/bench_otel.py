@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -92,26 +90,8 @@ def cpu_rounds(calls: dict[str, Any], rounds: int, n: int) -> dict[str, list[flo
 
 def hot_path_vs_base(ref: str, runs: int) -> dict[str, Any]:
     """ns per hit without a listener: this checkout against ``ref``, alternating processes."""
-    with tempfile.TemporaryDirectory() as base:
-        archive = subprocess.run(
-            ["git", "-C", ROOT, "archive", ref, "ratelimit", "lua"],
-            check=True,
-            capture_output=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", base], input=archive, check=True)
-        figures: dict[str, list[float]] = {"this checkout": [], ref: []}
-        for i in range(runs):
-            order = [("this checkout", ROOT), (ref, base)]
-            for name, path in order if i % 2 == 0 else order[::-1]:
-                out = subprocess.run(
-                    [sys.executable, "-c", _HOT_PATH],
-                    cwd=path,
-                    env={**os.environ, "PYTHONPATH": path},
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-                figures[name].append(float(out))
+    outputs = h.against_ref(ROOT, ref, _HOT_PATH, runs)
+    figures = {name: [float(out) for out in outs] for name, outs in outputs.items()}
     ours, theirs = h.median(figures["this checkout"]), h.median(figures[ref])
     return {
         "ref": ref,

@@ -7,11 +7,13 @@ of ``floor_div``)::
     check(stored, now, limit, period, rate, cost, charge)
         -> (allowed, remaining, reset_ms, retry_ms, new_state)
 
-``stored`` is the key's state or None; it is never changed. When ``charge`` is true, ``cost``
-is positive and the policy allows it, ``new_state`` is the state after the charge (else None),
-``remaining`` and ``reset_ms`` describe the state after it, and ``reset_ms`` is also the key's
-TTL. The differential test runs these and the Lua on a real server side by side and demands the
-same decisions: change both or neither.
+``stored`` is the key's state or None. When ``charge`` is true, ``cost`` is positive and the
+policy allows it, ``new_state`` is the state after the charge (else None): ``stored`` itself,
+updated in place, or a new list when ``stored`` is None, so that a charge allocates nothing for
+a key that exists. Otherwise ``stored`` is left as it is. ``remaining`` and ``reset_ms``
+describe the state after the charge, and ``reset_ms`` is also the key's TTL. The differential
+test runs these and the Lua on a real server side by side and demands the same decisions:
+change both or neither.
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ def fixed_check(s: State | None, now: int, limit: int, period: int, rate: int, c
     if count + cost > limit:  # remaining 0 when a lowered limit (an override) is overspent
         return 0, max(limit - count, 0), end if count > 0 else 0, end, None
     if charge and cost:
-        return 1, limit - count - cost, end, 0, [start, count + cost]
+        if s is None:
+            return 1, limit - count - cost, end, 0, [start, count + cost]
+        s[0] = start
+        s[1] = count + cost
+        return 1, limit - count - cost, end, 0, s
     return 1, limit - count, end if count > 0 else 0, 0, None
 
 
@@ -62,7 +68,12 @@ def sliding_check(s: State | None, now: int, limit: int, period: int, rate: int,
     retry = 0
     if weighted + (cur + cost) * period <= limit * period:
         if charge and cost:
-            return 1, remaining - cost, start + 2 * period - now, 0, [start, prev, cur + cost]
+            if s is None:
+                return 1, remaining - cost, start + 2 * period - now, 0, [start, prev, cur + cost]
+            s[0] = start
+            s[1] = prev
+            s[2] = cur + cost
+            return 1, remaining - cost, start + 2 * period - now, 0, s
     elif cur + cost <= limit:  # later in this window, once prev's weight has shrunk enough
         allowed, retry = 0, start + period - (limit - cur - cost) * period // prev - now
     else:  # in the next window, where cur becomes the weighted previous count
@@ -101,7 +112,12 @@ def bucket_check(s: State | None, now: int, limit: int, period: int, rate: int, 
     if level >= need:
         if charge and cost:
             level -= need
-            return 1, level // period, lag - (-(capacity - level) // rate), 0, [level, ts]
+            reset = lag - (-(capacity - level) // rate)
+            if s is None:
+                return 1, level // period, reset, 0, [level, ts]
+            s[0] = level
+            s[1] = ts
+            return 1, level // period, reset, 0, s
     else:
         allowed, retry = 0, lag - (-(need - level) // rate)
     reset = lag - (-(capacity - level) // rate) if level < capacity else 0

@@ -1,13 +1,41 @@
-"""The local cache of denied keys: answers a flood from one abuser without a store call."""
+"""Bounded caches: the one helper every in-process cache stores through (:func:`remember`), and
+the local cache of denied keys, which answers a flood from one abuser without a store call."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from itertools import islice
+from typing import TypeVar
 
 from ratelimit.decision import Decision
 from ratelimit.policies import Policy
 
-__all__ = ["DeniedCache"]
+__all__ = ["DeniedCache", "remember"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def remember(cache: dict[K, V], key: K, value: V, size: int) -> V:
+    """Store ``value`` under ``key`` in ``cache``, a plain dict kept to at most ``size``
+    entries: storing a key makes it the most recent, and storing into a full cache first drops
+    the least recently stored sixteenth. Returns ``value``.
+
+    Every bounded cache of the library stores through here, so there is one eviction rule.
+    Reads stay plain dict reads (``cache.get``), as cheap as a dict's; dropping a batch keeps a
+    flood of new keys at a constant cost per store. Never raises: under threads each step is
+    one atomic dict operation, and a race at worst drops a few entries early.
+    """
+    cache.pop(key, None)  # stored again: moves to the end
+    if len(cache) >= size:
+        try:
+            oldest = list(islice(cache, size // 16 + 1))
+        except RuntimeError:  # changed by another thread meanwhile: drop nothing now
+            oldest = []
+        for old in oldest:
+            cache.pop(old, None)
+    cache[key] = value
+    return value
+
 
 # One policy's part of a cached denial: allowed, limit, remaining, reset_after and retry_after
 # in whole milliseconds, policy.
@@ -15,7 +43,8 @@ _Part = tuple[bool, int, int, int, int, Policy]
 
 
 class DeniedCache:
-    """Remembers recent denials, each until its ``retry_after``, least recently used first out.
+    """Remembers recent denials, each until its ``retry_after``, the least recently stored first
+    out (see :func:`remember`).
 
     It answers only what the store would answer at that moment: a denial of cost ``c`` at
     ``t`` stays true until ``t + retry_after`` (other hits only push it later), so while it
@@ -37,9 +66,7 @@ class DeniedCache:
     def __init__(self, size: int) -> None:
         self.size = size
         # key -> (until_ms, cost, at_ms, reset_ms, decision, per-policy parts)
-        self._entries: OrderedDict[str, tuple[int, int, int, int, Decision, tuple[_Part, ...]]] = (
-            OrderedDict()
-        )
+        self._entries: dict[str, tuple[int, int, int, int, Decision, tuple[_Part, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -92,12 +119,9 @@ class DeniedCache:
                 (d.allowed, d.limit, d.remaining, _ms(d.reset_after), _ms(d.retry_after), d.policy)
                 for d in details
             )
-        entries = self._entries
         until = now_ms + _ms(decision.retry_after)
-        entries[key] = (until, cost, now_ms, _ms(decision.reset_after), decision, parts)
-        entries.move_to_end(key)
-        while len(entries) > self.size:
-            entries.popitem(last=False)
+        entry = (until, cost, now_ms, _ms(decision.reset_after), decision, parts)
+        remember(self._entries, key, entry, self.size)
 
     def allowed(self, key: str, cost: int) -> None:
         """The store allowed ``cost`` for ``key``: forget its denial unless nothing was

@@ -55,6 +55,7 @@ from ratelimit._web import (
     template_name,
 )
 from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, route_path
+from ratelimit.cache import remember
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.headers import PROBLEM_JSON, HeadersOption, Renderer
@@ -173,8 +174,7 @@ class RateLimit:
         cached = self._route_prefixes.get(id(route))
         if cached is None or cached[0] is not route:
             cached = (route, _route_prefixes(scope, route))
-            if len(self._route_prefixes) < 10_000:
-                self._route_prefixes[id(route)] = cached
+            remember(self._route_prefixes, id(route), cached, 10_000)
         candidates = cached[1]
         if len(candidates) == 1:
             return candidates[0][1]

@@ -46,6 +46,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
+from ratelimit.cache import remember
 from ratelimit.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -162,8 +163,7 @@ class Renderer:
             else:
                 quota = f"{name};q={policy.limit};w={_window_seconds(policy)}"
             entry = (quota, f"{name};r=")
-            if len(self._entries) < 4096:
-                self._entries[policy.id] = entry
+            remember(self._entries, policy.id, entry, 4096)
         return entry
 
     def policy_value(self, decision: Decision) -> str:
@@ -176,8 +176,7 @@ class Renderer:
         text = self._joined.get(ids)
         if text is None:
             text = ", ".join(self._entry(d.policy)[0] for d in details)
-            if len(self._joined) < 1024:
-                self._joined[ids] = text
+            remember(self._joined, ids, text, 1024)
         return text
 
     def _pk(self, key: str | None) -> str:
@@ -257,8 +256,7 @@ class Renderer:
         if entry is None:
             policy_text, head = self._entry(policy)
             entry = (policy_text.encode("latin-1"), head.encode("latin-1"))
-            if len(self._raw_entries) < 4096:
-                self._raw_entries[policy.id] = entry
+            remember(self._raw_entries, policy.id, entry, 4096)
         return entry
 
     def problem(self, decision: Decision) -> tuple[int, dict[str, object]]:

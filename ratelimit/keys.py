@@ -35,6 +35,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, TypeAlias
 
+from ratelimit.cache import remember
 from ratelimit.errors import ConfigurationError
 
 __all__ = ["KeyFunction", "client_ip", "header"]
@@ -407,11 +408,7 @@ class ClientIP(KeyFunc):
         if addr is None:
             return None
         found = (self._key(addr), bool(self._networks) and self._trusted(addr))
-        cache = self._cache
-        if len(cache) >= _CACHE_SIZE:
-            cache.clear()
-        cache[text] = found
-        return found
+        return remember(self._cache, text, found, _CACHE_SIZE)
 
     def _peer(self, text: str) -> tuple[str, bool]:
         """(key, trusted proxy?) of the direct peer as the server reports it: an address, or

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeVar
 
 from ratelimit._logging import logger
 from ratelimit.breaker import CircuitBreaker
-from ratelimit.cache import DeniedCache
+from ratelimit.cache import DeniedCache, remember
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
 from ratelimit.events import Event, EventKind
 from ratelimit.lease import Acquiring, AsyncLease, Lease, new_lease_id
 from ratelimit.overrides import AsyncOverrides, Overrides, plan_from_reply
 from ratelimit.policies import Concurrency, Policy, parse
-from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
+from ratelimit.stores.base import AsyncStore, Plan, Reply, Step, Store
 from ratelimit.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ _ERROR_RETRY: Final = 1.0
 _ANY_COST: Final = 2**53
 # Store keys remembered per limiter, so a hot identifier is escaped once, not per check.
 _KEY_CACHE: Final = 4096
+_time_ns: Final = time.time_ns
 #: Denied keys a limiter on a remote store remembers by default.
 DENY_CACHE_SIZE: Final = 10_000
 #: Seconds between two store calls a limiter with an ``on_event`` listener times (for
@@ -189,10 +190,10 @@ class _LimiterBase:
     cost checks, the store's reply as a Decision, the failure policy, the breaker, the cache of
     denied keys and events. The two faces only differ in how they call the store."""
 
-    __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_keys",
-                 "_leases_ms", "_on_error", "_on_event", "_overrides", "_per_node", "_plan",
-                 "_prefix", "_rate_plan", "_rates", "_shadow", "_sleep", "_slots", "_store",
-                 "_store_clock", "_suffixes", "_time_at")  # fmt: skip
+    __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_direct",
+                 "_keys", "_leases_ms", "_on_error", "_on_event", "_overrides", "_per_node",
+                 "_plan", "_prefix", "_rate_plan", "_rates", "_shadow", "_sleep", "_slots",
+                 "_store", "_store_clock", "_suffixes", "_time_at")  # fmt: skip
     #: True for the face that runs on an event loop (an async on_event listener is awaited).
     _awaits: ClassVar[bool] = False
 
@@ -264,6 +265,22 @@ class _LimiterBase:
             # held weakly by the breaker: a limiter that is dropped is collected and hears no
             # more outages
             self._breaker.subscribe(self._breaker_event)
+        if isinstance(store, MemoryStore) and store.max_keys < len(policies):
+            # each policy's write would evict another's key: no limiting at all
+            raise ConfigurationError(
+                f"MemoryStore(max_keys={store.max_keys}) cannot hold the {len(policies)} keys "
+                f"(one per policy) of even one identifier; give it max_keys >= {len(policies)}"
+            )
+        # A memory store with no cache, breaker or listener in front: a check is the store's
+        # computation and nothing else (hit and peek skip _start and _finish).
+        # (store, its one step or None, its one policy or None)
+        self._direct: tuple[MemoryStore, Step | None, Policy | None] | None = None
+        if (type(store) is MemoryStore and self._denied is None and on_event is None
+                and not shadow):  # fmt: skip
+            if len(policies) == 1:
+                self._direct = (store, self._plan.steps[0], policies[0])
+            else:
+                self._direct = (store, None, None)
 
     @property
     def policies(self) -> tuple[Policy, ...]:
@@ -318,9 +335,7 @@ class _LimiterBase:
             head = f"{self._prefix}:{{{identifier(key)}"
             keys = [head + suffix for suffix in self._suffixes]
             if len(key) <= MAX_IDENTIFIER:  # never hold on to a huge key itself
-                if len(self._keys) >= _KEY_CACHE:
-                    self._keys.clear()  # a flood of distinct keys: start over, stay bounded
-                self._keys[key] = keys
+                remember(self._keys, key, keys, _KEY_CACHE)
         return keys
 
     def _now(self) -> int | None:
@@ -387,6 +402,25 @@ class _LimiterBase:
         if ticket is None:
             return self._failed(None, breaker)
         return keys, breaker, ticket, started
+
+    def _direct_check(self, key: str, cost: int, charge: bool) -> Decision:
+        """``hit`` (``charge``) or ``peek`` on a memory store with nothing in front of it:
+        what :meth:`_start`, the store and :meth:`_finish` do, without the parts that have
+        nothing to do there (cache, breaker, events)."""
+        if type(cost) is not int or not 0 <= cost <= self._capacity:
+            self._check_cost(cost)
+        keys = self._keys.get(key) if type(key) is str else None
+        if keys is None:
+            keys = self._keys_of(key)
+        clock = self._clock
+        now = round(clock() * 1000) if clock is not None else _time_ns() // 1_000_000
+        store, step, policy = self._direct  # type: ignore[misc]
+        if step is None or policy is None or store.has_overrides:
+            return self._decide(store.evaluate(self._plan, keys, now, cost, charge))
+        # one policy: as the store's evaluate and _decide, without the reply list
+        allowed, remaining, reset, retry, _ = store.check_one(step, keys[0], now, cost, charge)
+        return Decision(allowed == 1, policy.limit, remaining, reset / 1000, retry / 1000,
+                        policy, None)  # fmt: skip
 
     def _breaker_for(self, keys: list[str]) -> CircuitBreaker | None:
         """The breaker that guards the store call for ``keys``."""
@@ -571,7 +605,12 @@ def _shadowed(denial: Decision) -> Decision:
                     denial.retry_after, denial.policy, details, "shadow")  # fmt: skip
 
 
-_OPTIONS_DOC = """
+class Limiter(_LimiterBase):
+    """Decides, per key, whether a caller may go on; for sync code.
+
+    ``store``: a :class:`MemoryStore` (the default, a new one per limiter), :class:`RedisStore`
+    or :class:`UpstashStore`.
+
     ``limits``: text such as ``"100/minute; 1000/day"`` (see :func:`ratelimit.parse`), a policy,
     or a list of them. Every policy is checked and charged together: a hit is admitted only
     when all of them allow it, and then charged to all of them, in one atomic store call.
@@ -593,19 +632,11 @@ _OPTIONS_DOC = """
     would-be denial comes back ``allowed=True, reason="shadow"`` with enforcement's
     ``remaining``, ``retry_after`` and ``reset_after``, charges nothing, and emits
     ``"shadow_denied"``; ``wait`` never sleeps. It needs ``on_error="allow"``.
-"""
 
-
-class Limiter(_LimiterBase):
-    """Decides, per key, whether a caller may go on; for sync code.
-
-    ``store``: a :class:`MemoryStore` (the default, a new one per limiter), :class:`RedisStore`
-    or :class:`UpstashStore`.
-    {options}
     ::
 
         limiter = rl.Limiter("5/second")
-        if not limiter.hit(f"user:{{user_id}}").allowed:
+        if not limiter.hit(f"user:{user_id}").allowed:
             ...
 
     Methods block on the store's I/O (none for the memory store). Raises ConfigurationError
@@ -660,6 +691,8 @@ class Limiter(_LimiterBase):
         """
         if self._slots:
             self._refuse_hit()
+        if self._direct is not None:
+            return self._direct_check(key, cost, True)
         started = self._start(key, cost)
         if type(started) is not tuple:
             return started  # type: ignore[return-value]
@@ -673,6 +706,8 @@ class Limiter(_LimiterBase):
     def peek(self, key: str, cost: int = 1) -> Decision:
         """The Decision a hit of ``cost`` would get now, charging nothing; ``remaining`` is
         what is there now. Blocks and raises as :meth:`hit` does."""
+        if self._direct is not None:
+            return self._direct_check(key, cost, False)
         started = self._start(key, cost)
         if type(started) is not tuple:
             return started  # type: ignore[return-value]
@@ -794,12 +829,12 @@ class AsyncLimiter(_LimiterBase):
 
     ``store``: a :class:`MemoryStore` (the default), :class:`AsyncRedisStore` or
     :class:`AsyncUpstashStore`. Methods await the store's I/O and never block the event loop
-    on the network.
-    {options}
+    on the network. The other arguments are those of :class:`Limiter`.
+
     ::
 
         limiter = rl.AsyncLimiter("100/minute", store=rl.AsyncRedisStore(client))
-        decision = await limiter.hit(f"ip:{{ip}}")
+        decision = await limiter.hit(f"ip:{ip}")
     """
 
     __slots__ = ()
@@ -843,6 +878,8 @@ class AsyncLimiter(_LimiterBase):
         """As :meth:`Limiter.hit`, awaiting the store."""
         if self._slots:
             self._refuse_hit()
+        if self._direct is not None:
+            return self._direct_check(key, cost, True)
         started = self._start(key, cost)
         if type(started) is not tuple:
             return started  # type: ignore[return-value]
@@ -855,6 +892,8 @@ class AsyncLimiter(_LimiterBase):
 
     async def peek(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.peek`, awaiting the store."""
+        if self._direct is not None:
+            return self._direct_check(key, cost, False)
         started = self._start(key, cost)
         if type(started) is not tuple:
             return started  # type: ignore[return-value]
@@ -964,7 +1003,3 @@ class AsyncLimiter(_LimiterBase):
             if self._timed_out(decision, deadline):
                 raise RateLimitExceeded(decision)
             await sleep(decision.retry_after)
-
-
-Limiter.__doc__ = (Limiter.__doc__ or "").format(options=_OPTIONS_DOC)
-AsyncLimiter.__doc__ = (AsyncLimiter.__doc__ or "").format(options=_OPTIONS_DOC)

@@ -1,6 +1,7 @@
-"""Loads the Lua from ``lua/``: in an installed wheel from ``ratelimit/lua``, in a source
-checkout from the ``lua/`` folder beside the package. The text is read and its SHA1 computed
-once, on first use, never at import.
+"""Loads the Lua, package data of ``ratelimit`` read with :mod:`importlib.resources` from
+``ratelimit/lua``: in a wheel the files themselves (hatchling's ``force-include`` of ``lua/``),
+in a source checkout a link to the one copy in ``lua/``. The text is read and its SHA1
+computed once, on first use, never at import.
 
 The files are joined into one chunk (:data:`LUA_FILES`, in order) that ends by naming its
 entry points (``local entries = {check = check, ...}`` in ``limiter.lua``). From that chunk
@@ -17,8 +18,11 @@ come two forms of the same code:
 
 from __future__ import annotations
 
-import os
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11
 
 __all__ = ["LUA_FILES", "Library", "Script", "library", "limiter_script", "lua_dir"]
 
@@ -31,13 +35,22 @@ _ENTRIES = re.compile(r"^local entries = \{(?P<names>[^}]*)\}\s*$", re.MULTILINE
 _ALGORITHM = re.compile(r"^algorithms\['(?P<code>\w+)'\] = ", re.MULTILINE)
 
 
+def _lua() -> Traversable:
+    """The package's ``lua`` folder. Raises RuntimeError when it lacks the files."""
+    from importlib.resources import files  # on first use: import ratelimit stays light
+
+    folder = files("ratelimit").joinpath("lua")
+    if not folder.joinpath("limiter.lua").is_file():
+        raise RuntimeError(
+            f"the Lua scripts are missing from {folder}: in a source checkout, ratelimit/lua "
+            "must be the link to ../lua (git clone with symlinks on)"
+        )
+    return folder
+
+
 def lua_dir() -> str:
-    """The folder holding the Lua files. Raises RuntimeError when neither place has them."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(here, "lua"), os.path.join(os.path.dirname(here), "lua")):
-        if os.path.isfile(os.path.join(candidate, "limiter.lua")):
-            return candidate
-    raise RuntimeError(f"the Lua scripts are missing: looked in {here}/lua and {here}/../lua")
+    """The folder holding the Lua files, as text. Raises RuntimeError when it lacks them."""
+    return str(_lua())
 
 
 def _sha1(text: str) -> str:
@@ -113,11 +126,8 @@ def library() -> Library:
     """The limiter's Lua (common helpers, the algorithms and the driver), loaded once."""
     global _library
     if _library is None:
-        folder = lua_dir()
-        parts = []
-        for name in LUA_FILES:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
-                parts.append(f.read())
+        folder = _lua()
+        parts = [folder.joinpath(name).read_text(encoding="utf-8") for name in LUA_FILES]
         _library = Library("\n".join(parts), parts)
     return _library
 

@@ -26,24 +26,7 @@ from tests.servers import (
     lane_kinds,
     require_or_skip,
 )
-
-START = 1_700_000_000.0  # the fake clock's first reading, seconds
-
-
-class Clock:
-    """A clock for ``clock=``: reads ``t`` seconds; tests move it in whole milliseconds."""
-
-    def __init__(self, start: float = START) -> None:
-        self.ms = round(start * 1000)
-
-    def __call__(self) -> float:
-        return self.ms / 1000
-
-    def advance(self, ms: int) -> None:
-        self.ms += ms
-
-    def set(self, ms_from_start: int) -> None:
-        self.ms = round(START * 1000) + ms_from_start
+from tests.support import Clock
 
 
 class Harness:

@@ -81,7 +81,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -92,13 +91,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
+try:
+    from tests.support import HOST, free_port
+except ImportError:  # no tests/__init__.py and the repository root is not on sys.path
+    from support import HOST, free_port  # type: ignore[no-redef,import-not-found]
+
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
     import redis.asyncio.cluster
     import redis.cluster
 
-HOST = "127.0.0.1"
 """The only address servers bind to and clients connect to."""
 
 KIND_NAMES: tuple[str, ...] = ("redis", "valkey")
@@ -124,7 +127,6 @@ CLIENT_TIMEOUT = 5.0
 """Default socket timeouts (seconds) of the clients handed out, so no test can hang forever."""
 
 _LOG_TAIL_LINES = 30
-_BUS_PORT_OFFSET = 10000
 
 
 class ServerError(RuntimeError):
@@ -256,44 +258,6 @@ def any_kind() -> ServerKind:
     if not kinds:
         require_or_skip("no redis-server or valkey-server binary found")
     return kinds[0]
-
-
-# -- ports --------------------------------------------------------------------------------------
-
-_ports_lock = threading.Lock()
-_ports_given: set[int] = set()
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(*, with_bus: bool = False) -> int:
-    """A port of 127.0.0.1 that is free now and not handed out before by this process.
-
-    The OS picks it (bind to port 0). With `with_bus`, ``port + 10000`` (a cluster node's bus
-    port) must be free too. Another process may still grab it before the server binds; `Server`
-    then retries with a new port.
-    """
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            port = int(sock.getsockname()[1])
-        with _ports_lock:
-            if port in _ports_given or (port - _BUS_PORT_OFFSET) in _ports_given:
-                continue
-            if with_bus:
-                bus = port + _BUS_PORT_OFFSET
-                if bus > 65535 or bus in _ports_given or not _bindable(bus):
-                    continue
-            _ports_given.add(port)
-            return port
-    raise ServerError(f"found no free port on {HOST} (with_bus={with_bus})")
 
 
 # -- cleanup safety net -------------------------------------------------------------------------

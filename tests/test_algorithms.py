@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 import ratelimit as rl
-from tests.conftest import Clock, Lane
+from tests.conftest import Lane
+from tests.support import Clock
 
 Row = tuple[int, int, bool, int, int]  # t_ms, cost, allowed, remaining, retry_after_ms
 

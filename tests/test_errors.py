@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 import ratelimit as rl
-from tests.conftest import Clock, Lane
-from tests.servers import free_port
+from tests.conftest import Lane
+from tests.support import Clock, free_port
 
 
 @pytest.mark.parametrize(

@@ -654,7 +654,7 @@ async def test_a_redirected_probe_reports_to_the_breaker_that_admitted_it(
     from redis.crc import key_slot
 
     from ratelimit.breaker import CircuitBreaker
-    from tests.conftest import Clock
+    from tests.support import Clock
 
     cluster.reset()
     clock = Clock()

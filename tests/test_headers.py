@@ -13,14 +13,7 @@ import pytest
 
 import ratelimit as rl
 from ratelimit.headers import Renderer, parse_modes, retry_after_seconds
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock
 
 
 def sf_list(value: str) -> list[http_sfv.Item]:

@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import Server, any_kind, free_port
+from tests.servers import Server, any_kind
+from tests.support import free_port
 
 pytestmark = [pytest.mark.redis_server, pytest.mark.slow]
 

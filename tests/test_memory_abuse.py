@@ -17,7 +17,7 @@ import time
 import pytest
 
 import ratelimit as rl
-from tests.conftest import Clock
+from tests.support import Clock
 
 MILLION = 1_000_000
 MAX_KEYS = 10_000
@@ -134,3 +134,31 @@ async def test_async_limiter_shares_the_bound() -> None:
     for i in range(5_000):
         assert (await limiter.hit(f"ip:{i}")).allowed
     assert len(store) == 500
+
+
+@pytest.mark.parametrize("limiter_class", [rl.Limiter, rl.AsyncLimiter])
+def test_a_memory_store_too_small_for_one_identifiers_keys_is_refused(
+    limiter_class: type[rl.Limiter] | type[rl.AsyncLimiter],
+) -> None:
+    """Issue 14, item 11: with fewer ``max_keys`` than policies, each policy's write evicted
+    another's key, so no hit was ever denied. Such a limiter is refused when it is built."""
+    store = rl.MemoryStore(max_keys=1)
+    with pytest.raises(rl.ConfigurationError, match=r"max_keys=1\).*2 keys"):
+        limiter_class("5/minute; 100/day", store=store)
+    with pytest.raises(rl.ConfigurationError, match=r"max_keys=2\).*3 keys"):
+        limiter_class("5/second; 5/minute; 100/day", store=rl.MemoryStore(max_keys=2))
+    limiter_class("5/minute", store=store)  # one policy fits
+
+
+def test_a_memory_store_as_large_as_the_policies_keeps_limiting(clock: Clock) -> None:
+    """With exactly as many keys as policies, one identifier's keys stay together and the
+    limit holds; another identifier evicts them (least recently used) as a whole."""
+    store = rl.MemoryStore(max_keys=2)
+    limiter = rl.Limiter("5/minute; 100/day", store=store, clock=clock)
+    assert [limiter.hit("a").allowed for _ in range(7)] == [True] * 5 + [False] * 2
+    assert len(store) == 2
+    assert limiter.hit("b").allowed
+    d = limiter.peek("b")
+    assert [p.remaining for p in d.details] == [4, 99], d
+    d = limiter.peek("a")  # forgotten whole, not half
+    assert [p.remaining for p in d.details] == [5, 100], d

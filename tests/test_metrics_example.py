@@ -16,7 +16,7 @@ import pytest
 import ratelimit as rl
 from examples import metrics as example
 from ratelimit.breaker import CircuitBreaker
-from tests.conftest import Clock
+from tests.support import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("user:alice@example.com", "ip:203.0.113.7")

@@ -19,7 +19,7 @@ import ratelimit as rl
 import ratelimit.limiter
 from ratelimit.limiter import TIME_EVERY
 from ratelimit.otel import Metrics
-from tests.conftest import Clock
+from tests.support import Clock
 from tests.test_reliability import FlakyStore
 
 ROOT = Path(__file__).resolve().parent.parent

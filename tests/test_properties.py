@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ratelimit as rl
-from tests.conftest import Clock, Lane
+from tests.conftest import Lane
+from tests.support import Clock
 
 periods = st.sampled_from([1, 2, 3, 7, 10, 60, 0.25, 1.5])
 window_policies = st.builds(

@@ -7,8 +7,9 @@ import asyncio
 from typing import Any
 
 import ratelimit as rl
-from tests.conftest import Clock, Harness, Lane
+from tests.conftest import Harness, Lane
 from tests.servers import Server
+from tests.support import Clock
 
 POLICIES = [rl.FixedWindow(50, 60), rl.SlidingWindow(40, 30), rl.TokenBucket(5, 1, burst=20)]
 

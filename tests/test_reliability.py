@@ -13,7 +13,8 @@ import ratelimit as rl
 from ratelimit.breaker import CircuitBreaker
 from ratelimit.events import Event
 from ratelimit.stores.base import Plan, Reply
-from tests.conftest import Clock, Lane
+from tests.conftest import Lane
+from tests.support import Clock
 
 
 class FlakyStore(rl.MemoryStore):

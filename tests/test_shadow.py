@@ -25,7 +25,8 @@ from ratelimit.events import Event
 from ratelimit.fastapi import RateLimit
 from ratelimit.flask import FlaskRateLimit
 from ratelimit.wsgi import WSGIRateLimitMiddleware
-from tests.conftest import Clock, Lane
+from tests.conftest import Lane
+from tests.support import Clock
 from tests.web.conftest import header_map, http_scope, run_asgi
 
 NUMBERS = ("limit", "remaining", "retry_after", "reset_after", "policy")

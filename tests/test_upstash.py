@@ -23,8 +23,9 @@ from upstash_redis.errors import UpstashError
 
 import ratelimit as rl
 from ratelimit.stores.base import Plan
-from tests.conftest import Clock, Harness
+from tests.conftest import Harness
 from tests.servers import Server
+from tests.support import Clock
 from tests.upstash_endpoint import UpstashEndpoint
 from tests.upstash_lane import upstash_client
 

@@ -20,7 +20,8 @@ import upstash_redis
 import upstash_redis.asyncio
 from upstash_redis.errors import UpstashError
 
-from tests.servers import Server, any_kind, free_port
+from tests.servers import Server, any_kind
+from tests.support import free_port
 from tests.upstash_endpoint import UpstashEndpoint
 
 pytestmark = pytest.mark.redis_server

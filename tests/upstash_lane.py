@@ -47,15 +47,16 @@ def session_endpoint(servers: Any) -> tuple[Server, UpstashEndpoint]:
 
 def upstash_client(url: str, *, is_async: bool, token: str = TOKEN, **options: Any) -> Any:
     """A real upstash-redis client as a limiter should have it: no retries, a timeout."""
-    import httpx
     import upstash_redis
     import upstash_redis.asyncio
+
+    from ratelimit.stores.upstash import _set_timeout
 
     options.setdefault("rest_retries", 0)
     options.setdefault("allow_telemetry", False)
     cls = upstash_redis.asyncio.Redis if is_async else upstash_redis.Redis
     client = cls(url=url, token=token, **options)
-    client._http._client.timeout = httpx.Timeout(CLIENT_TIMEOUT)  # none by default
+    _set_timeout(client, CLIENT_TIMEOUT)  # none by default
     return client
 
 

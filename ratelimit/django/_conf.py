@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ratelimit._logging import logger
 from ratelimit._web import check_key, check_key_function, matcher
+from ratelimit.cache import remember
 from ratelimit.errors import ConfigurationError
 from ratelimit.headers import Renderer
 from ratelimit.keys import EnvironView, KeyFunc, KeyFunction, client_ip
@@ -207,8 +208,8 @@ class State:
         limiter = self._by_text.get(rate) if isinstance(rate, str) else None
         if limiter is None:
             limiter = self.limiter(policies_of(rate, where))
-            if isinstance(rate, str) and len(self._by_text) < 1024:
-                self._by_text[rate] = limiter
+            if isinstance(rate, str):
+                remember(self._by_text, rate, limiter, 1024)
         return limiter
 
     def async_limiter(self, policies: tuple[Policy, ...]) -> AsyncLimiter:

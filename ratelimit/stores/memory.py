@@ -5,14 +5,15 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
-from ratelimit._algorithms import SETTLES, slots_check, take_slot
+from ratelimit._algorithms import SETTLES, Result, slots_check, take_slot
 from ratelimit.errors import ConfigurationError
-from ratelimit.stores.base import AsyncStore, Plan, Reply, Store
+from ratelimit.stores.base import AsyncStore, Plan, Reply, Step, Store
 
 __all__ = ["MemoryStore"]
 
-_Entry = tuple[list[int], int]  # (state, expires_at_ms)
+_Entry = list[Any]  # [state, expires_at_ms]; changed in place by a charge
 
 
 class MemoryStore(Store, AsyncStore):
@@ -24,10 +25,11 @@ class MemoryStore(Store, AsyncStore):
 
     It holds at most ``max_keys`` keys (one per identifier and policy). When a new key would
     exceed that, the least recently used key is dropped, which forgets that identifier's state
-    for the policy (it starts again with a full allowance). Keys whose TTL has passed are
-    dropped as writes go by. Time comes from the limiter (its ``clock``, else ``time.time``).
-    Overrides (``limiter.overrides``) are kept apart, at most ``max_keys`` of them: expired
-    ones go first, then the one set longest ago.
+    for the policy (it starts again with a full allowance). A limiter refuses a store with fewer
+    ``max_keys`` than it has policies, whose keys of one identifier would evict each other.
+    Keys whose TTL has passed are dropped as writes go by. Time comes from the limiter (its
+    ``clock``, else ``time.time``). Overrides (``limiter.overrides``) are kept apart, at most
+    ``max_keys`` of them: expired ones go first, then the one set longest ago.
 
     ::
 
@@ -59,10 +61,8 @@ class MemoryStore(Store, AsyncStore):
         """Run ``plan`` on ``keys`` at ``now`` (required: milliseconds). Never raises StoreError."""
         if now is None:
             raise ConfigurationError("MemoryStore needs the time from the limiter")
-        data = self._data
-        steps = plan.steps
-        with self._lock:
-            if self._overrides:  # keys[-1] is the identifier's override key
+        if self._overrides:  # keys[-1] is the identifier's override key
+            with self._lock:
                 override = self._override(keys[-1], now)
                 if override is not None:
                     reply = self._run(override, self._state_keys(keys[-1], override), now,
@@ -70,24 +70,44 @@ class MemoryStore(Store, AsyncStore):
                     reply[0] += 2  # as the script says an override applied
                     reply += override.tail
                     return reply
-            if len(steps) == 1:  # the common case, without the loops
-                key = keys[0]
-                check, limit, period, rate = steps[0]
-                entry = data.get(key)
-                stored = None
-                if entry is not None:
-                    data.move_to_end(key)
-                    if entry[1] >= now:  # else expired: as good as absent
-                        stored = entry[0]
-                allowed, remaining, reset, retry, new = check(
-                    stored, now, limit, period, rate, cost, charge
-                )
-                if new is not None:
-                    data[key] = (new, now + reset)
-                    if entry is None:
-                        self._added(now)
-                return [allowed, allowed, remaining, reset, retry]
+        steps = plan.steps
+        if len(steps) == 1:  # the common case, without the loops
+            allowed, remaining, reset, retry, _ = self.check_one(steps[0], keys[0], now, cost,
+                                                                 charge)  # fmt: skip
+            return [allowed, allowed, remaining, reset, retry]
+        with self._lock:
             return self._run(plan, keys, now, cost, charge)
+
+    @property
+    def has_overrides(self) -> bool:
+        """True while any identifier may have an override here (the limiter's fast path for
+        one policy asks, and takes :meth:`evaluate` when it is true)."""
+        return bool(self._overrides)
+
+    def check_one(self, step: Step, key: str, now: int, cost: int, charge: bool) -> Result:
+        """One policy's ``step`` of a plan on its ``key`` at ``now`` (milliseconds), ignoring
+        overrides: the check's own result, ``(allowed, remaining, reset_ms, retry_ms,
+        new_state)``, with the state stored. What :meth:`evaluate` does for one policy, for a
+        caller that wants the numbers without the reply list (the limiter's memory fast path)."""
+        check, limit, period, rate = step
+        data = self._data
+        with self._lock:
+            entry = data.get(key)
+            if entry is None:
+                result = check(None, now, limit, period, rate, cost, charge)
+                new = result[4]
+                if new is not None:
+                    data[key] = [new, now + result[2]]
+                    self._added(now)
+                return result
+            data.move_to_end(key)
+            # an expired state is as good as absent; a charge updates the entry in place
+            result = check(entry[0] if entry[1] >= now else None, now, limit, period, rate, cost,
+                           charge)  # fmt: skip
+            if result[4] is not None:
+                entry[0] = result[4]  # the same list when it was charged in place
+                entry[1] = now + result[2]
+            return result
 
     def _run(self, plan: Plan, keys: Sequence[str], now: int, cost: int,
              charge: bool) -> Reply:  # fmt: skip
@@ -96,7 +116,7 @@ class MemoryStore(Store, AsyncStore):
         data = self._data
         steps = plan.steps
         reply = [1]
-        stored_states = []
+        entries = []
         for i in range(len(steps)):
             key = keys[i]
             check, limit, period, rate = steps[i]
@@ -106,7 +126,7 @@ class MemoryStore(Store, AsyncStore):
                 data.move_to_end(key)
                 if entry[1] >= now:
                     stored = entry[0]
-            stored_states.append(stored)
+            entries.append((entry, stored))
             if cost > limit and check is not slots_check:  # never holdable: as found, denied
                 result = check(stored, now, limit, period, rate, 0, False)
                 result = (0, result[1], result[2], plan.periods_ms[i], None)
@@ -119,14 +139,15 @@ class MemoryStore(Store, AsyncStore):
             for i in range(len(steps)):
                 key = keys[i]
                 check, limit, period, rate = steps[i]
-                _, remaining, reset, _, new = check(
-                    stored_states[i], now, limit, period, rate, cost, True
-                )
+                entry, stored = entries[i]
+                _, remaining, reset, _, new = check(stored, now, limit, period, rate, cost, True)
                 reply[4 * i + 2] = remaining
                 reply[4 * i + 3] = reset
-                added = key not in data
-                data[key] = (new, now + reset)  # type: ignore[assignment]
-                if added:
+                if entry is not None and data.get(key) is entry:
+                    entry[0] = new
+                    entry[1] = now + reset
+                else:
+                    data[key] = [new, now + reset]
                     self._added(now)
         return reply
 
@@ -227,7 +248,7 @@ class MemoryStore(Store, AsyncStore):
                 for at in range(0, len(state), 2):
                     if state[at] == lease_number and state[at + 1] > now:
                         state[at + 1] = now + lease_ms
-                        self._data[key] = (state, max(max(state[1::2]), now + 1))
+                        self._data[key] = [state, max(max(state[1::2]), now + 1)]
                         break
                 else:
                     renewed = 0
@@ -264,7 +285,7 @@ class MemoryStore(Store, AsyncStore):
 
     def _put(self, key: str, state: list[int], expires_at: int, now: int) -> None:
         added = key not in self._data
-        self._data[key] = (state, expires_at)
+        self._data[key] = [state, expires_at]
         if added:
             self._added(now)
 

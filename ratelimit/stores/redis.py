@@ -6,7 +6,7 @@ redis-py is imported when a store is built, never when ``ratelimit`` is imported
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ratelimit.breaker import CircuitBreaker
 from ratelimit.errors import StoreError
@@ -107,10 +107,15 @@ class _ClusterOnFirstUse:
 
 
 def _retries(client: Any) -> int:
-    """How many times redis-py would resend a failed command on this client."""
+    """How many times redis-py would resend a failed command on this client: its ``Retry``'s
+    public ``get_retries()`` (redis-py 6 and later). The one place that reads the private
+    ``_retries`` is the fallback for redis-py 5, which has no public way to ask;
+    tests/test_other_libraries.py checks which of the two the installed version offers. 0 when
+    the client has no ``Retry``."""
     get_retry = getattr(client, "get_retry", None)
     retry = get_retry() if callable(get_retry) else getattr(client, "retry", None)
-    retries = getattr(retry, "_retries", 0)
+    get_retries = getattr(retry, "get_retries", None)
+    retries = get_retries() if callable(get_retries) else getattr(retry, "_retries", 0)
     return retries if isinstance(retries, int) else 0
 
 
@@ -242,11 +247,17 @@ class RedisStore(_RedisBase, ScriptStore):
         return execute(*command)
 
 
+#: Commands whose replies redis-py hands back as the server sent them: these may share a write.
+_PIPELINED: Final = frozenset(("FCALL", "EVALSHA", "EVAL"))
+
+
 class AsyncRedisStore(_RedisBase, AsyncScriptStore):
     """:class:`RedisStore` for ``redis.asyncio.Redis`` and ``redis.asyncio.cluster.RedisCluster``.
 
-    The same script and rules; calls await the network instead of blocking.
-    Raises StoreError, chained from redis-py's error.
+    The same script and rules; calls await the network instead of blocking. Checks that
+    concurrent tasks issue while one is in flight go out together in one write (automatic
+    pipelining), each still its own script call with its own reply and error; not on a cluster
+    client, whose checks go one by one. Raises StoreError, chained from redis-py's error.
     """
 
     _client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -261,6 +272,13 @@ class AsyncRedisStore(_RedisBase, AsyncScriptStore):
         # redis-py's asyncio RedisCluster breaks when many first commands race before it has
         # read the slot map; its initialize() is locked, so every first caller awaits it.
         self._uninitialized: bool = _is_cluster(client) and hasattr(client, "initialize")
+        # Checks of concurrent tasks share writes and reads (stores/_pipeline.py); a cluster
+        # client sends each check on its own.
+        from ratelimit.stores._pipeline import AutoPipeline
+
+        self._pipelined: Any = (
+            AutoPipeline(client).execute_command if AutoPipeline.supports(client) else None
+        )
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> AsyncRedisStore:
@@ -279,8 +297,12 @@ class AsyncRedisStore(_RedisBase, AsyncScriptStore):
 
     async def _send(self, command: list[Any]) -> Any:
         """Send one command and await its reply: the one place an async Redis store talks to
-        its client (a batching sender can replace it)."""
+        its client. Script and function calls of concurrent tasks go out together through the
+        auto-pipeliner (replies as the server sends them, which is how redis-py returns these
+        commands too); other commands, whose replies redis-py post-processes, go one by one."""
         if self._uninitialized:
             await self._client.initialize()
             self._uninitialized = False
+        if self._pipelined is not None and command[0] in _PIPELINED:
+            return await self._pipelined(*command)
         return await self._client.execute_command(*command)

@@ -16,7 +16,7 @@ passed in with retries on gets a :class:`RuntimeWarning`.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ratelimit.breaker import CircuitBreaker
 from ratelimit.errors import ConfigurationError
@@ -85,12 +85,50 @@ def _client_options(timeout: float, kwargs: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+class _Private(NamedTuple):
+    """What a store needs from an upstash-redis client that the library offers no public way
+    to read or set."""
+
+    url: str  #: the REST URL, for error messages
+    retries: int  #: how often a failed request is resent, for the warning
+    interval: object  #: seconds between two of them
+    http: Any  #: the httpx client, the only handle on a timeout (upstash-redis sets none)
+
+
+def _private(client: Any) -> _Private:
+    """The one place that reads upstash-redis's private attributes (``_url``, ``_http`` and
+    its ``_retries``, ``_retry_interval`` and ``_client``; see tests/upstash_notes.md): it has
+    no public setting for any of them. A client that lacks one gets its fallback:
+    ``"the REST endpoint"``, 0 retries, ``"?"``, None. tests/test_other_libraries.py checks that the
+    installed upstash-redis still has every one, so a release that moves them fails there."""
+    http = getattr(client, "_http", None)
+    retries = getattr(http, "_retries", 0)
+    return _Private(
+        str(getattr(client, "_url", "the REST endpoint")),
+        retries if isinstance(retries, int) else 0,
+        getattr(http, "_retry_interval", "?"),
+        getattr(http, "_client", None),
+    )
+
+
 def _set_timeout(client: Any, timeout: float) -> None:
-    """upstash-redis has no timeout option; its httpx client's timeout is settable (see
-    tests/upstash_notes.md, "Timeouts")."""
+    """Sets the timeout of the httpx client under an upstash-redis client (it has no option of
+    its own). Warns (RuntimeWarning) when that httpx client is not where it was: the store
+    then works without a timeout."""
     import httpx
 
-    client._http._client.timeout = httpx.Timeout(timeout)
+    http = _private(client).http
+    if isinstance(http, (httpx.Client, httpx.AsyncClient)):
+        http.timeout = httpx.Timeout(timeout)
+        return
+    import warnings
+
+    warnings.warn(
+        f"this upstash-redis client keeps no httpx client where ratelimit sets its timeout "
+        f"(client._http._client): requests run without the timeout={timeout} asked for",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class _UpstashBase(ScriptCalls):
@@ -111,14 +149,12 @@ class _UpstashBase(ScriptCalls):
         self._unreached: tuple[type[Exception], ...] = (httpx.ConnectError, httpx.ConnectTimeout)
         self._lost: type[Exception] = httpx.TimeoutException
         self._transport_error: type[Exception] = httpx.TransportError
-        self._url: str = str(getattr(client, "_url", "the REST endpoint"))
-        http = getattr(client, "_http", None)
-        retries = getattr(http, "_retries", 0)
-        if isinstance(retries, int) and retries > 0:
-            interval = getattr(http, "_retry_interval", "?")
+        private = _private(client)
+        self._url: str = private.url
+        if private.retries > 0:
             self._warn_retries(
-                retries,
-                f"rest_retries={retries}, {interval} s apart",
+                private.retries,
+                f"rest_retries={private.retries}, {private.interval} s apart",
                 f"Build the client with rest_retries=0, or use {type(self).__name__}.from_env().",
             )
 

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.bench_django import APP_DIR, ROOT, free_port, serve_example
+from benchmarks.bench_django import APP_DIR, ROOT, serve_example
+from tests.support import free_port
 
 STARTUP_TIMEOUT = 60.0
 

@@ -19,6 +19,7 @@ from django.views import View
 
 import ratelimit as rl
 from ratelimit.django import RateLimited, limit
+from tests.support import Clock
 
 rf = RequestFactory()
 arf = AsyncRequestFactory()
@@ -176,8 +177,8 @@ async def test_async_limiter_is_awaited_on_the_views_event_loop() -> None:
 
 
 def test_a_given_limiter_is_used_as_it_is() -> None:
-    now = [1000.0]
-    limiter = rl.Limiter("2/minute", clock=lambda: now[0])
+    clock = Clock()
+    limiter = rl.Limiter("2/minute", clock=clock)
 
     @limit(limiter, key=lambda r: "k")
     def view(request: HttpRequest) -> HttpResponse:
@@ -187,7 +188,7 @@ def test_a_given_limiter_is_used_as_it_is() -> None:
     denied = view(rf.get("/"))
     retry = limiter.peek(f"{view.__module__}.{view.__qualname__}|k").retry_after
     assert int(denied["Retry-After"]) == max(1, -(-retry // 1))
-    now[0] += 120
+    clock.now += 120
     assert view(rf.get("/")).status_code == 200
 
 

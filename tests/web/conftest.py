@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import Clock
+
 # Starlette 1.x warns, on importing its TestClient, that it prefers the httpx2 package over
 # httpx. The warning is about the test client's transport, not about our code; import it once
 # here so that `filterwarnings = error` does not turn it into a failure of whichever test
@@ -18,19 +20,6 @@ with warnings.catch_warnings():
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
-
-
-class Clock:
-    """A clock for ``clock=``: tests step it instead of sleeping."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ import ratelimit as rl
 from ratelimit import keys
 from ratelimit.asgi import RateLimitMiddleware, Rule
 from ratelimit.stores.base import Store
-from tests.web.conftest import Clock, header_map, http_scope, run_asgi, websocket_scope
+from tests.support import Clock
+from tests.web.conftest import header_map, http_scope, run_asgi, websocket_scope
 
 
 async def homepage(request: Request) -> PlainTextResponse:
@@ -94,7 +95,7 @@ async def test_allowed_requests_get_headers_then_429(clock: Clock) -> None:
             assert (policy.value, dict(policy.params)) == ("f3.60000", {"q": 3, "w": 60})
             assert "Retry-After" not in response.headers
 
-        clock.advance(20.5)
+        clock.now += 20.5
         denied = await http.get("/")
         assert denied.status_code == 429
         assert denied.headers["Retry-After"] == "40"  # 39.5 s rounded up
@@ -110,7 +111,7 @@ async def test_allowed_requests_get_headers_then_429(clock: Clock) -> None:
         async with client(app, peer="198.51.100.9") as other:
             assert (await other.get("/")).status_code == 200
 
-        clock.advance(39.5)  # exactly retry_after later: allowed, no sleeping
+        clock.now += 39.5  # exactly retry_after later: allowed, no sleeping
         assert (await http.get("/")).status_code == 200
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 import ratelimit as rl
 from ratelimit.asgi import RateLimitMiddleware
 from ratelimit.fastapi import RateLimit, RateLimited
-from tests.web.conftest import Clock
+from tests.support import Clock
 
 
 class Item(BaseModel):
@@ -85,7 +85,7 @@ async def test_denial_is_a_429_with_problem_json_and_retry_after(clock: Clock) -
     limit = RateLimit(rl.AsyncLimiter(rl.FixedWindow(1, 30), clock=clock))
     async with client(make_app(limit)) as http:
         await http.get("/items/1")
-        clock.advance(0.25)
+        clock.now += 0.25
         denied = await http.get("/items/1")
     assert denied.status_code == 429
     assert denied.headers["Retry-After"] == "30"  # 29.75 rounded up

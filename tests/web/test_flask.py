@@ -13,7 +13,7 @@ from werkzeug.test import TestResponse
 import ratelimit as rl
 from ratelimit import keys
 from ratelimit.flask import FlaskRateLimit, RateLimited
-from tests.web.conftest import Clock
+from tests.support import Clock
 
 ext = FlaskRateLimit()  # module level, as in an app factory layout
 bp = Blueprint("api", __name__)

@@ -23,7 +23,7 @@ from ratelimit.fastapi import RateLimit
 from ratelimit.flask import FlaskRateLimit
 from ratelimit.headers import Renderer
 from ratelimit.wsgi import WSGIRateLimitMiddleware
-from tests.web.conftest import Clock
+from tests.support import Clock
 
 # The fixed window binds first, then the bucket, which denies the 4th request.
 HITS = 4

@@ -21,7 +21,8 @@ from ratelimit.asgi import RateLimitMiddleware
 from ratelimit.fastapi import RateLimit
 from ratelimit.flask import FlaskRateLimit
 from ratelimit.wsgi import Rule, WSGIRateLimitMiddleware
-from tests.web.conftest import Clock, http_scope, run_asgi
+from tests.support import Clock
+from tests.web.conftest import http_scope, run_asgi
 
 ALL_MODES = ("ietf", "draft-6", "legacy")
 SINGLE = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "x-ratelimit-limit",

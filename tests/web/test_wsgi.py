@@ -16,7 +16,7 @@ import ratelimit as rl
 from ratelimit import keys
 from ratelimit.stores.base import Store
 from ratelimit.wsgi import Rule, WSGIRateLimitMiddleware
-from tests.web.conftest import Clock
+from tests.support import Clock
 
 StartResponse = Callable[..., Any]
 
@@ -61,13 +61,13 @@ def test_allowed_then_denied(clock: Clock) -> None:
         assert response.text == "hello"
         assert sf(response.headers["RateLimit"])[0].params["r"] == remaining
         assert response.headers["Content-Type"] == "text/plain"
-    clock.advance(0.5)
+    clock.now += 0.5
     denied = client.get("/")
     assert denied.status == "429 Too Many Requests"
     assert denied.headers["Retry-After"] == "60"  # 59.5 rounded up
     assert denied.headers["Content-Type"] == "application/problem+json"
     assert denied.json is not None and denied.json["retry_after"] == 60
-    clock.advance(59.5)
+    clock.now += 59.5
     assert client.get("/").status_code == 200
 
 
