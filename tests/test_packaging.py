@@ -83,7 +83,7 @@ def test_the_sdist_builds_a_wheel_and_runs_unpacked(tmp_path: Path) -> None:
         [sys.executable, "-m", "hatchling", "build", "-t", "sdist", "-d", str(tmp_path)],
         cwd=ROOT, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
-    (sdist,) = tmp_path.glob("ratelimit-*.tar.gz")
+    (sdist,) = tmp_path.glob("ratelimit_atomic-*.tar.gz")
     with tarfile.open(sdist) as tf:
         tf.extractall(tmp_path / "src", filter="data")
     (source,) = (tmp_path / "src").iterdir()
@@ -103,7 +103,7 @@ def test_the_sdist_builds_a_wheel_and_runs_unpacked(tmp_path: Path) -> None:
     from ratelimit.scripts import limiter_script
 
     assert sha == limiter_script().sha
-    (built,) = (tmp_path / "w").glob("ratelimit-*.whl")
+    (built,) = (tmp_path / "w").glob("ratelimit_atomic-*.whl")
     with zipfile.ZipFile(built) as zf:
         for name in LUA_FILES:
             assert zf.read(f"ratelimit/lua/{name}") == (ROOT / "lua" / name).read_bytes()
