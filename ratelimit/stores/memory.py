@@ -49,6 +49,10 @@ class MemoryStore(Store, AsyncStore):
         self._writes = 0
         # override key -> (its plan, expiry in ms or None), oldest set first
         self._overrides: OrderedDict[str, tuple[Plan, int | None]] = OrderedDict()
+        #: True while any identifier may have an override here: the limiter's fast path for one
+        #: policy reads it (a plain attribute: it is read on every check) and takes
+        #: :meth:`evaluate` when it is true.
+        self.has_overrides = False
 
     def __len__(self) -> int:
         return len(self._data)
@@ -77,12 +81,6 @@ class MemoryStore(Store, AsyncStore):
             return [allowed, allowed, remaining, reset, retry]
         with self._lock:
             return self._run(plan, keys, now, cost, charge)
-
-    @property
-    def has_overrides(self) -> bool:
-        """True while any identifier may have an override here (the limiter's fast path for
-        one policy asks, and takes :meth:`evaluate` when it is true)."""
-        return bool(self._overrides)
 
     def check_one(self, step: Step, key: str, now: int, cost: int, charge: bool) -> Result:
         """One policy's ``step`` of a plan on its ``key`` at ``now`` (milliseconds), ignoring
@@ -310,6 +308,7 @@ class MemoryStore(Store, AsyncStore):
             return None
         if entry[1] is not None and entry[1] <= now:
             del self._overrides[key]
+            self.has_overrides = bool(self._overrides)
             return None
         return entry[0]
 
@@ -343,6 +342,7 @@ class MemoryStore(Store, AsyncStore):
             while len(overrides) >= self.max_keys:
                 overrides.popitem(last=False)
             overrides[key] = (plan, expires)
+            self.has_overrides = True
 
     def get_override(self, key: str, now: int | None) -> str | None:
         """The plan text of the override at ``key``, or None."""
@@ -358,6 +358,7 @@ class MemoryStore(Store, AsyncStore):
         """Forget the override at ``key``."""
         with self._lock:
             self._overrides.pop(key, None)
+            self.has_overrides = bool(self._overrides)
 
     async def aevaluate(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                         charge: bool) -> Reply:  # fmt: skip
