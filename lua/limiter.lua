@@ -179,7 +179,8 @@ local function check(keys, argv)
     end
     local s = algorithm.load(keys[i], t, limit, period, rate)
     local c = cost
-    if cost > limit then -- never holdable (an override's policy): as found, denied below
+    if cost > limit and not algorithm.slots then -- never holdable (an override's policy):
+      -- as found, denied below (a Concurrency slot is one whatever the cost)
       c = 0
     end
     local allowed, remaining, reset, retry = algorithm.report(s, t, limit, period, rate, c)
@@ -216,8 +217,9 @@ local function check(keys, argv)
       else
         tick.unit, tick.off = 1, 0
       end
-      reply[r + 2] = p[1].charge(states[i], keys[i], t, p[2], p[3], p[4], cost)
-      reply[r + 1] = reply[r + 1] - cost
+      local ttl, used = p[1].charge(states[i], keys[i], t, p[2], p[3], p[4], cost)
+      reply[r + 2] = ttl
+      reply[r + 1] = reply[r + 1] - (used or cost) -- used: one slot for a Concurrency policy
     end
   end
   if tail then -- overrides: say so, and which plan applied
@@ -229,4 +231,103 @@ local function check(keys, argv)
   return reply
 end
 
-local entries = {check = check, forget = forget}
+
+-- Leases (Concurrency, settle): the entries below wrap check and the algorithms' settle.
+--
+-- acquire(keys, argv): check with charge, where every Concurrency policy also takes a slot
+--   for the lease argv[5] (an id made by the client). keys and argv[1..4] as for check
+--   (argv[3] "1"); an identifier's override applies as in check, except that with a cost of 0
+--   only the limiter's own Concurrency policies take slots. Returns check's reply followed
+--   by now (milliseconds), which settle needs.
+-- release(keys, argv): keys = the Concurrency keys; argv[1] the lease id. Frees the lease's
+--   own slots (ZREM; idempotent). Returns {slots freed}.
+-- renew(keys, argv): keys = the Concurrency keys; argv[1] now or ""; argv[2] the lease id;
+--   argv[3] the leases in milliseconds, one per key, separated by spaces. A slot still held
+--   (expiry > now) runs until now + lease again; an expired or released one is not taken
+--   back. Returns {1 when every slot was renewed, else 0; now}.
+-- settle(keys, argv): keys = the rate policies' keys; argv[1] now or ""; argv[2] the now of
+--   the acquire; argv[3] the cost charged for the lease in each policy, separated by spaces;
+--   argv[4] the actual cost; argv[5] the plan of these policies (as check's argv[4]). Each
+--   policy settles (settle.lua). Returns {now, then the cost now charged in each policy}.
+
+local function acquire(keys, argv)
+  local now = now_ms(argv)
+  argv[1] = now
+  lease.id = argv[5]
+  local ok, reply = pcall(check, keys, argv)
+  lease.id = nil
+  if not ok then
+    error(reply)
+  end
+  if reply[1] == 1 and tonumber(argv[2]) == 0 then
+    -- check charges nothing for a cost of 0, but a lease still takes its slots (1: the
+    -- limiter's own plan applied, no override)
+    local plan = read_plan(argv[4])
+    tick.unit, tick.off = 1, 0
+    lease.id = argv[5]
+    for i = 1, #plan do
+      local p = plan[i]
+      if p[1] == concurrency then
+        local s = concurrency.load(keys[i], now, p[2], p[3], p[4])
+        local r = 4 * i - 2
+        reply[r + 2] = concurrency.charge(s, keys[i], now, p[2], p[3], p[4], 0)
+        reply[r + 1] = reply[r + 1] - 1
+      end
+    end
+    lease.id = nil
+  end
+  reply[#reply + 1] = now
+  return reply
+end
+
+local function release(keys, argv)
+  local freed = 0
+  for i = 1, #keys do
+    freed = freed + redis.call('ZREM', keys[i], argv[1])
+  end
+  return {freed}
+end
+
+local function renew(keys, argv)
+  local now = now_ms(argv)
+  local all = 1
+  local i = 0
+  for word in string.gmatch(argv[3], '%S+') do
+    i = i + 1
+    local key = keys[i]
+    local score = redis.call('ZSCORE', key, argv[2])
+    if score and tonumber(score) > now then
+      redis.call('ZADD', key, 'XX', string.format('%d', now + tonumber(word)), argv[2])
+      expire_with_leases(key, now)
+    else
+      all = 0
+    end
+  end
+  return {all, now}
+end
+
+local function settle(keys, argv)
+  local now = now_ms(argv)
+  local acquired = tonumber(argv[2])
+  local actual = tonumber(argv[4])
+  local plan = read_plan(argv[5])
+  local reply = {now}
+  local i = 0
+  for word in string.gmatch(argv[3], '%S+') do
+    i = i + 1
+    local p = plan[i]
+    local unit = p[5]
+    local t, t_acq = now, acquired
+    tick.unit, tick.off = unit, 0
+    if unit ~= 1 then
+      t = floor_div(now, unit)
+      tick.off = now - t * unit
+      t_acq = floor_div(acquired, unit)
+    end
+    reply[i + 1] = p[1].settle(keys[i], t, t_acq, p[2], p[3], p[4], tonumber(word), actual)
+  end
+  return reply
+end
+
+local entries = {check = check, forget = forget, acquire = acquire, release = release,
+                 renew = renew, settle = settle}

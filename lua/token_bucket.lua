@@ -42,7 +42,11 @@ function token_bucket.report(s, now, limit, period, rate, cost)
   if level >= cost * period then
     return 1, floor_div(level, period), reset, 0
   end
-  return 0, floor_div(level, period), reset, lag + ceil_div(cost * period - level, rate)
+  local remaining = floor_div(level, period) -- below 0 in debt, after a settle
+  if remaining < 0 then
+    remaining = 0
+  end
+  return 0, remaining, reset, lag + ceil_div(cost * period - level, rate)
 end
 
 function token_bucket.charge(s, key, now, limit, period, rate, cost)

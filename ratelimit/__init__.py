@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
+from ratelimit.lease import AsyncLease, Lease
 from ratelimit.limiter import AsyncLimiter, Limiter
-from ratelimit.policies import FixedWindow, Policy, SlidingWindow, TokenBucket, parse
+from ratelimit.policies import Concurrency, FixedWindow, Policy, SlidingWindow, TokenBucket, parse
 from ratelimit.stores.memory import MemoryStore
 from ratelimit.stores.redis import AsyncRedisStore, RedisStore
 
@@ -32,12 +33,15 @@ if TYPE_CHECKING:
     from ratelimit.stores.upstash import AsyncUpstashStore, UpstashStore
 
 __all__ = [
+    "AsyncLease",
     "AsyncLimiter",
     "AsyncRedisStore",
     "AsyncUpstashStore",
+    "Concurrency",
     "ConfigurationError",
     "Decision",
     "FixedWindow",
+    "Lease",
     "Limiter",
     "MemoryStore",
     "Policy",

@@ -24,6 +24,8 @@ from typing import TypeAlias
 State: TypeAlias = list[int]
 Result: TypeAlias = tuple[int, int, int, int, "State | None"]
 Check: TypeAlias = Callable[[State | None, int, int, int, int, int, bool], Result]
+# A settle's (new state or None when unchanged, its TTL in ticks, the cost now charged)
+Settled: TypeAlias = tuple["State | None", int, int]
 
 
 def fixed_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
@@ -119,8 +121,102 @@ def bucket_check(s: State | None, now: int, limit: int, period: int, rate: int, 
     else:
         allowed, retry = 0, lag - (-(need - level) // rate)
     reset = lag - (-(capacity - level) // rate) if level < capacity else 0
-    return allowed, level // period, reset, retry, None
+    return allowed, max(level // period, 0), reset, retry, None  # level < 0: a settled debt
 
+
+def slots_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
+                charge: bool) -> Result:  # fmt: skip
+    """Concurrency; state ``[id_1, expiry_1, id_2, expiry_2, ...]``, a lease in flight while
+    its expiry > now; one slot per lease whatever the cost. Never charges here: a slot is
+    taken by :func:`take_slot`. See lua/concurrency.lua."""
+    live = [e for e in s[1::2] if e > now] if s else []
+    n = len(live)
+    remaining = limit - n if n < limit else 0
+    reset = max(live) - now if n else 0
+    if n + 1 <= limit:
+        return 1, remaining, reset, 0, None
+    return 0, remaining, reset, min(live) - now, None
+
+
+def take_slot(s: State | None, now: int, period: int, lease: int) -> tuple[State, int]:
+    """``s`` with its expired leases dropped and ``lease`` added until ``now + period``; and
+    the key's TTL (to its latest lease), as ``concurrency.charge`` does."""
+    new: State = []
+    latest = now + period
+    if s:
+        for at in range(0, len(s), 2):
+            if s[at + 1] > now:
+                new += s[at : at + 2]
+                latest = max(latest, s[at + 1])
+    new += [lease, now + period]
+    return new, latest - now
+
+
+def fixed_settle(s: State | None, now: int, t_acq: int, limit: int, period: int, rate: int,
+                 charged: int, actual: int) -> Settled:  # fmt: skip
+    """The fixed window as if the lease charged ``charged`` at ``t_acq`` had cost ``actual``:
+    the new state (None when nothing changes), its TTL in ticks, and the cost now charged
+    (``charged`` when nothing could be given back). See lua/settle.lua."""
+    live = s is not None and now < s[0] + period
+    if s is not None and live and s[0] <= t_acq:
+        return [s[0], max(s[1] + actual - charged, 0)], s[0] + period - now, actual
+    if actual > charged:
+        if s is not None and live:
+            return [s[0], s[1] + actual - charged], s[0] + period - now, actual
+        return [now, actual - charged], period, actual
+    return None, 0, charged
+
+
+def sliding_settle(s: State | None, now: int, t_acq: int, limit: int, period: int, rate: int,
+                   charged: int, actual: int) -> Settled:  # fmt: skip
+    """As :func:`fixed_settle`, for the sliding window."""
+    start, prev, cur = now, 0, 0
+    if s is not None:
+        a, b, c = s
+        if now >= a + period:
+            windows = (now - a) // period
+            b, c = (c, 0) if windows == 1 else (0, 0)
+            a += windows * period
+        if b > 0 or c > 0:
+            start, prev, cur = a, b, c
+    live = prev > 0 or cur > 0
+    delta = actual - charged
+    if live and start <= t_acq:
+        cur = max(cur + delta, 0)
+    elif live and start - period <= t_acq:
+        prev = max(prev + delta, 0)
+    elif delta > 0:
+        cur += delta
+    else:
+        return None, 0, charged
+    return [start, prev, cur], start + 2 * period - now, actual
+
+
+def bucket_settle(s: State | None, now: int, t_acq: int, limit: int, period: int, rate: int,
+                  charged: int, actual: int) -> Settled:  # fmt: skip
+    """As :func:`fixed_settle`, for the token bucket (never above its burst; below zero in
+    debt)."""
+    capacity = limit * period
+    if s is None:
+        level, ts = capacity, now
+    else:
+        level, ts = s
+        if now > ts:
+            elapsed = now - ts
+            if elapsed >= -(-(capacity - level) // rate):
+                level = capacity
+            else:
+                level += elapsed * rate
+            ts = now
+        level = min(level, capacity)  # a burst lowered since (an override), as the load does
+    level = min(level + (charged - actual) * period, capacity)
+    return [level, ts], ts - now - (-(capacity - level) // rate), actual
+
+
+Settle: TypeAlias = Callable[[State | None, int, int, int, int, int, int, int], Settled]
 
 #: Algorithm code (as in the scripts' ARGV) -> its check.
-ALGORITHMS: dict[str, Check] = {"f": fixed_check, "s": sliding_check, "t": bucket_check}
+ALGORITHMS: dict[str, Check] = {"f": fixed_check, "s": sliding_check, "t": bucket_check,
+                                "c": slots_check}  # fmt: skip
+#: Rate algorithm code -> its settle.
+SETTLES: dict[str, Settle] = {"f": fixed_settle, "s": sliding_settle, "t": bucket_settle}

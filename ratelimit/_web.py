@@ -29,9 +29,12 @@ from typing import TYPE_CHECKING, Any, AnyStr, Final, Generic, TypeAlias, TypeVa
 
 from ratelimit.errors import ConfigurationError
 from ratelimit.keys import KeyFunc, KeyFunction, RequestView
+from ratelimit.lease import Lease
+from ratelimit.limiter import AsyncLimiter
 
 if TYPE_CHECKING:
-    from ratelimit.limiter import AsyncLimiter, Limiter
+    from ratelimit.lease import AsyncLease
+    from ratelimit.limiter import Limiter
 
 __all__ = [
     "SINGLE_VALUED",
@@ -49,6 +52,9 @@ __all__ = [
     "wsgi_path",
 ]
 
+#: ``count=``: a callable of the response status; a false result gives the request's cost
+#: back (``settle(0)``), so ``count=lambda status: status >= 400`` counts failures only.
+Count: TypeAlias = "Callable[[int], object]"
 #: ``cost=``: units per request, or a callable of the request returning them.
 Cost: TypeAlias = "int | Callable[[Any], Any]"
 #: ``exempt=``: path patterns, or a callable of the request returning True for exempt ones.
@@ -135,6 +141,56 @@ async def akey_and_cost(
     if not isinstance(cost, int):
         cost = await call(cost, request())
     return identifier, cost  # type: ignore[return-value]
+
+
+def check_count(count: object) -> None:
+    """Raises ConfigurationError unless ``count`` is None or a callable of the status."""
+    if count is not None and not callable(count):
+        raise ConfigurationError(
+            f"count must be a callable of the response status (or None), got {count!r}"
+        )
+
+
+def uses_lease(limiter: object, count: object) -> bool:
+    """Whether a request on ``limiter`` takes a lease (``acquire``, then release after the
+    response) rather than a hit: the limiter has a Concurrency policy, or ``count`` may give
+    the request's cost back."""
+    return count is not None or bool(getattr(limiter, "needs_acquire", False))
+
+
+def _counted(count: Count | None, status: int | None) -> bool:
+    return count is None or status is None or bool(count(status))
+
+
+def finish(lease: Lease, count: Count | None, status: int | None) -> None:
+    """After a response of ``status`` (None when unknown: a client gone before it), give
+    the cost back when ``count`` says it does not count, then release the lease, always.
+    Raises what ``count`` raises (the lease is released all the same)."""
+    try:
+        if not _counted(count, status):
+            lease.settle(0)
+    finally:
+        lease.release()
+
+
+async def afinish(lease: Lease | AsyncLease, count: Count | None, status: int | None) -> None:
+    """As :func:`finish`, awaiting an :class:`AsyncLease`."""
+    if isinstance(lease, Lease):
+        finish(lease, count, status)
+        return
+    try:
+        if not _counted(count, status):
+            await lease.settle(0)
+    finally:
+        await lease.release()
+
+
+async def aacquire(limiter: AsyncLimiter | Limiter, key: str, cost: int) -> Lease | AsyncLease:
+    """``limiter.acquire(key, cost)``, awaited for an :class:`AsyncLimiter` (a sync
+    :class:`Limiter` here is on a MemoryStore: no I/O)."""
+    if isinstance(limiter, AsyncLimiter):
+        return await limiter.acquire(key, cost)
+    return limiter.acquire(key, cost)
 
 
 def check_cost(cost: object) -> None:
@@ -246,14 +302,17 @@ class Rule:
     :class:`AsyncLimiter` under ASGI, a :class:`Limiter` under WSGI). ``methods``: the HTTP
     methods it applies to (None: all; a WebSocket handshake counts as ``GET``; ``GET`` also
     covers ``HEAD``, which Starlette and Werkzeug serve through ``GET`` routes). ``key`` and
-    ``cost``, when given, override the middleware's. ``name`` is the text the limit is
-    counted under (default: the template, with its methods), so two rules sharing a limiter
-    count separately unless given the same name.
+    ``cost``, when given, override the middleware's. ``count``: a callable of the response
+    status; when it returns False the request's cost is given back (``settle(0)``), so
+    ``count=lambda status: status >= 400`` counts failed requests only. ``name`` is the text
+    the limit is counted under (default: the template, with its methods), so two rules
+    sharing a limiter count separately unless given the same name.
 
-    Raises ConfigurationError for a bad pattern, key, method or cost.
+    Raises ConfigurationError for a bad pattern, key, method, cost or count.
     """
 
-    __slots__ = ("cost", "key", "limiter", "match", "matched_methods", "methods", "name", "path")
+    __slots__ = ("cost", "count", "key", "limiter", "match", "matched_methods", "methods", "name",
+                 "path")  # fmt: skip
 
     def __init__(
         self,
@@ -264,6 +323,7 @@ class Rule:
         key: KeyFunction | None = None,
         cost: Cost | None = None,
         name: str | None = None,
+        count: Count | None = None,
     ) -> None:
         self.path = path
         self.match = matcher(path)
@@ -283,6 +343,8 @@ class Rule:
         if cost is not None:
             check_cost(cost)
         self.cost = cost
+        check_count(count)
+        self.count = count
         if name is None:
             name = template_name(path)
             if self.methods:
@@ -296,9 +358,11 @@ class Rule:
 
 class Target(Generic[H]):
     """A limit resolved for one integration: its ``hit`` (sync or async), key, cost and the
-    prefix of its identifiers. ``builtin`` is the key when it is a built-in key function."""
+    prefix of its identifiers. ``builtin`` is the key when it is a built-in key function.
+    ``leased``: requests take a lease (:func:`uses_lease`), finished by ``count``."""
 
-    __slots__ = ("builtin", "cost", "hit", "key", "limiter", "match", "methods", "prefix")
+    __slots__ = ("builtin", "cost", "count", "hit", "key", "leased", "limiter", "match",
+                 "methods", "prefix")  # fmt: skip
 
     def __init__(
         self, rule: Rule | None, limiter: Any, hit: H, key: KeyFunction, cost: Cost
@@ -311,6 +375,8 @@ class Target(Generic[H]):
         self.builtin: KeyFunc | None = key if isinstance(key, KeyFunc) else None
         self.cost = cost
         self.prefix = rule.name + "|" if rule else ""
+        self.count = rule.count if rule else None
+        self.leased = uses_lease(limiter, self.count)
 
 
 class Selector(Generic[H]):

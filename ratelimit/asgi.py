@@ -24,6 +24,10 @@ limiter is hit once. An allowed request goes on with the rate-limit headers adde
 ``http.response.start`` (or to the ``websocket.accept``); the body stream is never touched.
 A single-valued header (``RateLimit-Limit``, ``Retry-After``, ...) the app's response already
 carries, such as a FastAPI route limit's denial, is not added again: the route's value stands.
+A limiter with a ``Concurrency`` policy, or a rule with ``count=``, takes a lease instead of
+a hit: held from before the app runs until the response's last body message is sent, the app
+raises, or the client disconnects (a WebSocket holds it until it closes); then, when the
+rule's ``count`` returns False for the status, the request's cost is given back.
 A denied request is answered here: ``429`` with ``Retry-After``, the headers and a
 problem+json body (or the ``deny`` callable's response). A denied WebSocket handshake is
 answered ``429`` with headers through the ``websocket.http.response`` extension where the
@@ -53,6 +57,8 @@ from ratelimit._web import (
     Exempt,
     Rule,
     Selector,
+    aacquire,
+    afinish,
     akey_and_cost,
     call,
     merge_fields,
@@ -64,7 +70,9 @@ from ratelimit.limiter import AsyncLimiter, Limiter
 from ratelimit.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from ratelimit._web import Count
     from ratelimit.decision import Decision
+    from ratelimit.lease import AsyncLease, Lease
 
 __all__ = ["HEADERS_SCOPE_KEY", "RateLimitMiddleware", "Rule"]
 
@@ -211,7 +219,11 @@ class RateLimitMiddleware:
         if target is not None:
             key, cost = await akey_and_cost(target.key, target.cost, ScopeView(scope), request)
             identifier = target.prefix + key if target.prefix else key
-            decision = await target.hit(identifier, cost)
+            if target.leased:
+                lease = await aacquire(target.limiter, identifier, cost)
+                decision = lease.decision
+            else:
+                decision = await target.hit(identifier, cost)
             if not decision.allowed:
                 if kind == "http":
                     await self._deny_http(scope, receive, send, decision, identifier)
@@ -219,6 +231,10 @@ class RateLimitMiddleware:
                     await self._deny_websocket(scope, send, decision, identifier)
                 return
             extra = self.renderer.raw_fields(decision, identifier)
+            if target.leased:
+                scope[HEADERS_SCOPE_KEY] = extra
+                await _hold(self.app, scope, receive, send, extra, lease, target.count)
+                return
 
         scope[HEADERS_SCOPE_KEY] = extra
         start = "http.response.start" if kind == "http" else "websocket.accept"
@@ -273,6 +289,53 @@ class RateLimitMiddleware:
             seconds = retry_after_seconds(decision)
             reason = f"rate limit exceeded; retry in {seconds} s"
             await send({"type": "websocket.close", "code": 1013, "reason": reason})
+
+
+async def _hold(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                extra: list[tuple[bytes, bytes]], lease: Lease | AsyncLease,
+                count: Count | None) -> None:  # fmt: skip
+    """Run ``app`` holding ``lease``: it is finished (``count`` of the status, then released)
+    once, at the first of: the response's last body message sent, the client's disconnect,
+    the app raising or returning (a WebSocket: until it closes). A streaming response holds
+    it while it streams. An app that raised before it started a response counts as ``500``."""
+    start = "http.response.start" if scope["type"] == "http" else "websocket.accept"
+    status: int | None = None
+    finished = False
+
+    async def finish() -> None:
+        nonlocal finished
+        if not finished:
+            finished = True
+            await afinish(lease, count, status)
+
+    async def send_holding(message: Message) -> None:
+        nonlocal status
+        kind = message["type"]
+        if kind == start:
+            if extra:
+                message = dict(message)
+                headers = list(message.get("headers", ()))
+                message["headers"] = headers + merge_fields(headers, extra)
+            if kind == "http.response.start":
+                status = message["status"]
+        await send(message)
+        if kind == "http.response.body" and not message.get("more_body", False):
+            await finish()
+
+    async def receive_holding() -> Message:
+        message = await receive()
+        if message["type"] in ("http.disconnect", "websocket.disconnect"):
+            await finish()
+        return message
+
+    try:
+        await app(scope, receive_holding, send_holding)
+    except BaseException:
+        if status is None and scope["type"] == "http":
+            status = 500
+        raise
+    finally:
+        await finish()
 
 
 def _connection(scope: Scope, receive: Receive, send: Send) -> Any:

@@ -59,6 +59,9 @@ def rate_limit(
     ``staticmethod`` object (the decorator then goes inside it; a classmethod's key function
     receives the class first).
 
+    A limiter with a ``Concurrency`` policy holds a slot for the call (``acquire``), released
+    when it returns or raises; ``wait=True`` is refused for it.
+
     A denied call raises :class:`RateLimitExceeded` carrying the Decision, before the function
     runs (with ``wait=True``: when the wait would pass ``timeout``). A key function that
     returns anything but a str raises ConfigurationError at the call. A limiter with
@@ -108,6 +111,12 @@ def rate_limit(
             raise ConfigurationError(f"{label} is async: give it an AsyncLimiter, not {chosen!r}")
         if not is_async and not isinstance(chosen, Limiter):
             raise ConfigurationError(f"{label} is sync: give it a Limiter, not {chosen!r}")
+        leased = chosen.needs_acquire
+        if leased and wait:
+            raise ConfigurationError(
+                f"wait=True cannot wait for a slot of {chosen!r} (its Concurrency policy frees "
+                "slots on release, not at a known time): leave wait off"
+            )
 
         def identify(args: Any, kwargs: Any) -> tuple[str, int]:
             identifier = name if key_function is None else key_function(*args, **kwargs)
@@ -125,6 +134,9 @@ def rate_limit(
             @functools.wraps(function)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 identifier, units = identify(args, kwargs)
+                if leased:  # the slot is held for the call, released however it ends
+                    async with async_limiter.acquire(identifier, units):
+                        return await coroutine_function(*args, **kwargs)
                 if wait:
                     await async_limiter.wait(identifier, units, timeout)
                 else:
@@ -138,6 +150,9 @@ def rate_limit(
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             identifier, units = identify(args, kwargs)
+            if leased:  # the slot is held for the call, released however it ends
+                with sync_limiter.acquire(identifier, units):
+                    return function(*args, **kwargs)
             if wait:
                 sync_limiter.wait(identifier, units, timeout)
             else:

@@ -36,7 +36,7 @@ registered for ``RateLimited`` or ``RateLimitExceeded`` replaces that answer.
 
 # No ``from __future__ import annotations`` here: FastAPI reads the annotations of
 # ``RateLimit.__call__`` at runtime to inject the Request and the Response.
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, MutableMapping
 from typing import Any
 
 from fastapi import HTTPException
@@ -46,6 +46,8 @@ from starlette.responses import Response
 from ratelimit._web import (
     AnyLimiter,
     Cost,
+    aacquire,
+    afinish,
     akey_and_cost,
     check_cost,
     matcher,
@@ -122,7 +124,9 @@ class RateLimit:
     dependency under one name (default: each route under its own methods and template).
     ``partition_key_secret``: bytes; adds a hashed ``pk`` to ``RateLimit``.
 
-    The dependency's value is the :class:`Decision` (``decision = Depends(limit)``).
+    The dependency's value is the :class:`Decision` (``decision = Depends(limit)``). On a
+    limiter with a ``Concurrency`` policy it is a dependency with ``yield``: the request's
+    slot is held while the route runs and released after it, however it ends.
     Awaits the limiter once per request. Raises :class:`RateLimited` when the request is
     denied; ConfigurationError at construction for bad options; and at request time only
     what a custom key or cost callable, or a limiter with ``on_error="raise"``, raises.
@@ -152,6 +156,8 @@ class RateLimit:
             raise ConfigurationError(f"name must be non-empty text, got {name!r}")
         self._prefix = None if name is None else name + "|"
         self._route_prefixes: dict[int, tuple[object, list[tuple[Callable[[str], bool], str]]]] = {}
+        if self.limiter.needs_acquire:  # a slot held for the request: a dependency with yield
+            self.__class__ = _LeasedRateLimit
 
     def __repr__(self) -> str:
         return f"RateLimit({self.limiter!r}, key={self.key!r})"
@@ -183,10 +189,20 @@ class RateLimit:
 
     async def __call__(self, request: Request, response: Response) -> Decision:
         """Hit the limiter for this request; returns the Decision or raises RateLimited."""
+        identifier, cost = await self._identify(request)
+        decision = await self._hit(identifier, cost)
+        self._allowed(request, response, decision, identifier)
+        return decision
+
+    async def _identify(self, request: Request) -> tuple[str, int]:
         scope = request.scope
         key, cost = await akey_and_cost(self.key, self.cost, ScopeView(scope), lambda: request)
-        identifier = (self._prefix or self._route_prefix(scope)) + key
-        decision = await self._hit(identifier, cost)
+        return (self._prefix or self._route_prefix(scope)) + key, cost
+
+    def _allowed(self, request: Request, response: Response, decision: Decision,
+                 identifier: str) -> None:  # fmt: skip
+        """Raises RateLimited for a denial; else records the headers for the response."""
+        scope = request.scope
         if not decision.allowed:
             raise self._denial(decision, identifier)
         fields = self.renderer.raw_fields(decision, identifier)
@@ -197,7 +213,6 @@ class RateLimit:
                 shared[:] = [*merge_fields(fields, shared), *fields]
             else:  # FastAPI copies these onto the response it builds from returned data
                 response.headers.raw.extend(fields)
-        return decision
 
     def _denial(self, decision: Decision, identifier: str) -> RateLimited:
         status, problem = self.renderer.problem(decision)
@@ -205,3 +220,21 @@ class RateLimit:
         headers["Retry-After"] = str(problem["retry_after"])
         headers["Content-Type"] = PROBLEM_JSON
         return RateLimited(decision, status, str(problem["detail"]), headers)
+
+
+class _LeasedRateLimit(RateLimit):
+    """:class:`RateLimit` on a limiter with a ``Concurrency`` policy: a dependency with
+    ``yield`` that holds the request's slot while the route runs and releases it when
+    FastAPI closes the dependency, however the route ended."""
+
+    async def __call__(  # type: ignore[override]
+        self, request: Request, response: Response
+    ) -> AsyncIterator[Decision]:
+        """Acquire a slot for this request; yields the Decision or raises RateLimited."""
+        identifier, cost = await self._identify(request)
+        lease = await aacquire(self.limiter, identifier, cost)
+        self._allowed(request, response, lease.decision, identifier)
+        try:
+            yield lease.decision
+        finally:
+            await afinish(lease, None, None)

@@ -70,11 +70,15 @@ from werkzeug.exceptions import TooManyRequests
 
 from ratelimit._web import (
     Cost,
+    Count,
     akey_and_cost,
     check_cost,
+    check_count,
     check_key_function,
+    finish,
     key_and_cost,
     merge_fields,
+    uses_lease,
 )
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.headers import Renderer
@@ -94,6 +98,10 @@ _EXTENSION: Final = "ratelimit"
 _EXEMPT: Final = "_ratelimit_exempt"
 # Where a request's header fields wait for after_request: its WSGI environ (cheaper than g).
 _FIELDS: Final = "ratelimit.fields"
+# The leases this request holds, with their count=, and the status of its response: the
+# teardown finishes them.
+_LEASES: Final = "ratelimit.leases"
+_STATUS: Final = "ratelimit.status"
 
 
 class RateLimited(RateLimitExceeded, TooManyRequests):
@@ -239,10 +247,10 @@ def _store(store: object) -> Store:
 class _Limit:
     """What ``@ext.limit`` recorded about a view."""
 
-    __slots__ = ("cost", "key", "limit", "name")
+    __slots__ = ("cost", "count", "key", "limit", "name")
 
     def __init__(self, limit: str | Limiter, key: KeyFunction | None, cost: Cost,
-                 name: str | None) -> None:  # fmt: skip
+                 name: str | None, count: Count | None = None) -> None:  # fmt: skip
         if isinstance(limit, AsyncLimiter):
             raise ConfigurationError(
                 f"{limit!r} is an AsyncLimiter; Flask views call the limiter synchronously: "
@@ -257,6 +265,8 @@ class _Limit:
         if key is not None:
             check_key_function(key)
         check_cost(cost)
+        check_count(count)
+        self.count = count
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be non-empty text, got {name!r}")
         self.limit = limit
@@ -291,6 +301,7 @@ class FlaskRateLimit:
         if first:  # calling init_app again re-reads the configuration, hooks stay single
             app.before_request(_apply_default)
             app.after_request(_add_headers)
+            app.teardown_request(_finish_leases)
 
     def limit(
         self,
@@ -299,6 +310,7 @@ class FlaskRateLimit:
         key: KeyFunction | None = None,
         cost: Cost = 1,
         name: str | None = None,
+        count: Count | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a view (sync or async) with a limit.
 
@@ -306,11 +318,14 @@ class FlaskRateLimit:
         store) or a :class:`Limiter`. ``key``: the client's key function, called with the
         Flask ``request`` (default: the app's). ``cost``: units per request, or a callable of
         the request. ``name``: count under this name instead of the view's endpoint.
+        ``count``: a callable of the response status; False gives the request's cost back
+        (``count=lambda status: status >= 400`` limits failed logins only). A limiter with a
+        ``Concurrency`` policy holds its slot for the request, released at teardown.
 
         The view raises :class:`RateLimited` when denied. Put ``@ext.limit`` below
         ``@app.route``; stacking several adds several limits, each counted on its own.
         """
-        spec = _Limit(limit, key, cost, name)
+        spec = _Limit(limit, key, cost, name, count)
 
         def decorate(view: Callable[P, R]) -> Callable[P, R]:
             if inspect.iscoroutinefunction(view):
@@ -369,11 +384,18 @@ def _request() -> Any:
 def _check(state: _State, spec: _Limit, key: str, cost: int) -> None:
     """Hit the view's limiter; record the headers or raise RateLimited."""
     name = spec.name if spec.name is not None else request.endpoint or request.path
-    _hit(state, state.limiter(spec.limit), f"{name}|{key}", cost)
+    _hit(state, state.limiter(spec.limit), f"{name}|{key}", cost, spec.count)
 
 
-def _hit(state: _State, limiter: Limiter, identifier: str, cost: int) -> None:
-    decision = limiter.hit(identifier, cost)
+def _hit(state: _State, limiter: Limiter, identifier: str, cost: int,
+         count: Count | None = None) -> None:  # fmt: skip
+    if uses_lease(limiter, count):
+        lease = limiter.acquire(identifier, cost)
+        decision = lease.decision
+        if decision.allowed:
+            request.environ.setdefault(_LEASES, []).append((lease, count))
+    else:
+        decision = limiter.hit(identifier, cost)
     if not decision.allowed:
         status, headers, body = state.renderer.deny(decision, identifier)
         response = Response(body, status=status, headers=headers)
@@ -406,8 +428,20 @@ def _apply_default() -> None:
 
 def _add_headers(response: Response) -> Response:
     """``after_request``: add the rate-limit headers recorded for this request."""
+    request.environ[_STATUS] = response.status_code
     fields: list[tuple[str, str]] | None = request.environ.get(_FIELDS)
     if fields:  # a view's denial carries its own single-valued fields: they stand
         for name, value in merge_fields(response.headers.items(), fields):
             response.headers.add(name, value)
     return response
+
+
+def _finish_leases(error: BaseException | None) -> None:
+    """``teardown_request``: the leases this request took are finished (their ``count`` of
+    the response status, ``500`` after an unhandled error) and released."""
+    leases: list[tuple[Any, Count | None]] | None = request.environ.pop(_LEASES, None)
+    if not leases:
+        return
+    status = 500 if error is not None else request.environ.get(_STATUS)
+    for lease, count in leases:
+        finish(lease, count, status)

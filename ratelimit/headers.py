@@ -12,8 +12,11 @@ integration; one, a tuple of several, or None for no rate-limit headers):
 
     ``q`` is the policy's limit and ``w`` its window in whole seconds (rounded up). A token
     bucket has no window; it advertises ``q=burst`` and ``w`` = the time a full refill takes,
-    so ``q/w`` is its sustained rate and ``r`` never exceeds ``q``. ``r`` is what the policy
-    still admits and ``t`` the seconds until it is back to full capacity (rounded up). With a
+    so ``q/w`` is its sustained rate and ``r`` never exceeds ``q``. A ``Concurrency`` policy
+    advertises ``q`` = its slots with the quota unit ``qu="concurrent-requests"`` and no ``w``;
+    its ``r`` is the free slots and ``t`` the time until its latest lease runs out. ``r`` is
+    what the policy still admits and ``t`` the seconds until it is back to full capacity
+    (rounded up). With a
     ``partition_key_secret``, each ``RateLimit`` item carries ``pk``: a keyed hash (HMAC-SHA256,
     12 bytes) of the rate-limit key, never the key itself, so no IP address or user id leaks.
 
@@ -155,7 +158,11 @@ class Renderer:
         entry = self._entries.get(policy.id)
         if entry is None:
             name = f'"{policy.id}"'
-            entry = (f"{name};q={policy.limit};w={_window_seconds(policy)}", f"{name};r=")
+            if policy.algorithm == "concurrency":  # slots in flight, not a quota per window
+                quota = f'{name};q={policy.limit};qu="concurrent-requests"'
+            else:
+                quota = f"{name};q={policy.limit};w={_window_seconds(policy)}"
+            entry = (quota, f"{name};r=")
             remember(self._entries, policy.id, entry, 4096)
         return entry
 

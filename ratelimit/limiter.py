@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeVar
 
 from ratelimit._logging import logger
 from ratelimit.breaker import CircuitBreaker
@@ -19,8 +19,9 @@ from ratelimit.cache import DeniedCache, remember
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
 from ratelimit.events import Event, EventKind
+from ratelimit.lease import Acquiring, AsyncLease, Lease, new_lease_id
 from ratelimit.overrides import AsyncOverrides, Overrides, plan_from_reply
-from ratelimit.policies import Policy, parse
+from ratelimit.policies import Concurrency, Policy, parse
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Step, Store
 from ratelimit.stores.memory import MemoryStore
 
@@ -33,6 +34,7 @@ OnError = Literal["allow", "deny", "raise"]
 # A call the breaker let through: the store keys, the breaker that admitted it, its ticket,
 # and the local clock's milliseconds when the check started (0 without a cache of denials).
 _Admitted = tuple[list[str], CircuitBreaker | None, int, int]
+L = TypeVar("L", Lease, AsyncLease)
 Limits = str | Policy | Iterable[str | Policy]
 
 #: Identifiers longer than this are hashed, so a key stays short whatever the caller sends.
@@ -43,6 +45,8 @@ _UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]|\A#")
 _PREFIX_UNSAFE: Final = re.compile(r"[{}\x00-\x1f\x7f-\x9f]")
 # How long a store-error denial asks clients to wait at least, in seconds.
 _ERROR_RETRY: Final = 1.0
+# The cost check of a limiter made of Concurrency policies alone: nothing to charge it to.
+_ANY_COST: Final = 2**53
 # Store keys remembered per limiter, so a hot identifier is escaped once, not per check.
 _KEY_CACHE: Final = 4096
 _time_ns: Final = time.time_ns
@@ -187,10 +191,9 @@ class _LimiterBase:
     denied keys and events. The two faces only differ in how they call the store."""
 
     __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_direct",
-                 "_keys",
-                 "_on_error", "_on_event", "_overrides", "_per_node", "_plan", "_prefix",
-                 "_shadow", "_sleep", "_store", "_store_clock", "_suffixes",
-                 "_time_at")  # fmt: skip
+                 "_keys", "_leases_ms", "_on_error", "_on_event", "_overrides", "_per_node",
+                 "_plan", "_prefix", "_rate_plan", "_rates", "_shadow", "_sleep", "_slots",
+                 "_store", "_store_clock", "_suffixes", "_time_at")  # fmt: skip
     #: True for the face that runs on an event loop (an async on_event listener is awaited).
     _awaits: ClassVar[bool] = False
 
@@ -237,7 +240,13 @@ class _LimiterBase:
         # state keys by shape (Plan.state_ids), then the override key: see ratelimit.overrides
         self._suffixes = (*("}:" + s for s in self._plan.state_ids), "}:override")
         self._keys: dict[str, list[str]] = {}
-        self._capacity = min(p.limit for p in policies)
+        # Leases: which policies hold slots (Concurrency) and which are charged (the rates);
+        # the cost check ignores slots, which take one each whatever the cost.
+        self._slots = tuple(i for i, p in enumerate(policies) if isinstance(p, Concurrency))
+        self._rates = tuple(i for i, p in enumerate(policies) if not isinstance(p, Concurrency))
+        self._rate_plan = Plan([policies[i] for i in self._rates]) if self._rates else None
+        self._leases_ms = tuple(policies[i].period_ms for i in self._slots)
+        self._capacity = min((policies[i].limit for i in self._rates), default=_ANY_COST)
         self._on_error: OnError = on_error
         self._clock = clock
         self._store_clock = clock is None and not store.needs_clock
@@ -277,6 +286,12 @@ class _LimiterBase:
     def policies(self) -> tuple[Policy, ...]:
         """The policies, in the order given."""
         return self._plan.policies
+
+    @property
+    def needs_acquire(self) -> bool:
+        """Whether a policy is a :class:`Concurrency`: calls take leases (:meth:`acquire`),
+        never ``hit``."""
+        return bool(self._slots)
 
     @property
     def prefix(self) -> str:
@@ -342,7 +357,7 @@ class _LimiterBase:
             raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}")
         if cost < 0:
             raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}")
-        smallest = min(self._plan.policies, key=lambda p: p.limit)
+        smallest = min(self._rate_plan.policies, key=lambda p: p.limit)  # type: ignore[union-attr]
         raise ConfigurationError(
             f"cost {cost} is more than {smallest!r} can ever allow ({smallest.limit}): "
             "such a hit would be denied forever"
@@ -426,7 +441,9 @@ class _LimiterBase:
                 denied.allowed(key, cost)
         else:
             kind = "denied"
-            if denied is not None:  # the real denial: _start shadows it again when it answers
+            # the real denial: _start shadows it again when it answers; never a Concurrency
+            # denial, which a release elsewhere can end at any moment
+            if denied is not None and not isinstance(decision.policy, Concurrency):
                 denied.put(key, cost, decision, started)
             if self._shadow:
                 decision, kind = _shadowed(decision), "shadow_denied"
@@ -512,6 +529,53 @@ class _LimiterBase:
     def _breaker_event(self, event: str, breaker: CircuitBreaker) -> None:
         kind: EventKind = "breaker_open" if event == "open" else "breaker_closed"
         self._emit(kind, None, breaker.last_error if event == "open" else None)
+
+    # Leases: the parts of acquire, release, renew and settle that do no I/O.
+
+    def _refuse_hit(self) -> None:
+        raise ConfigurationError(
+            f"{type(self).__name__} holds a Concurrency policy: use acquire() and release the "
+            "lease (a slot taken by hit() could never be released)"
+        )
+
+    def _slot_keys(self, lease: Lease | AsyncLease) -> list[str]:
+        return [lease._keys[i] for i in self._slots]
+
+    def _rate_keys(self, lease: Lease | AsyncLease) -> list[str]:
+        return [lease._keys[i] for i in self._rates]
+
+    def _lease_call(self, keys: list[str]) -> _Admitted | None:
+        """The breaker's word on a release, renew or settle for ``keys``: admitted, or None
+        when it is open (the call is not made)."""
+        breaker = self._breaker_for(keys)
+        if breaker is None:
+            return keys, None, 0, 0
+        ticket = breaker.admit()
+        return None if ticket is None else (keys, breaker, ticket, 0)
+
+    def _leased(self, cls: type[L], key: str, cost: int, reply: Reply, admitted: _Admitted,
+                lease_id: str) -> L:  # fmt: skip
+        """The lease of an acquire the store answered: holding its slots and its charge when
+        the store allowed it (a shadow limiter may report a denial as allowed: it holds
+        nothing)."""
+        keys, breaker, ticket, started = admitted
+        decision = self._finish(key, cost, reply, breaker, ticket, started)
+        if reply[0] & 1 == 0:  # denied (0, or 2 under an override)
+            return cls(self, key, decision)
+        return cls(self, key, decision, lease_id, keys, reply[-1], cost)
+
+    def _release_failed(self, error: StoreError, breaker: CircuitBreaker | None,
+                        ticket: int) -> None:  # fmt: skip
+        """A release failed: told to the breaker (which logs once per outage) and left to the
+        lease's expiry; never raised."""
+        if breaker is None:
+            logger().warning("ratelimit: a lease release failed (%s); its lease expiry frees "
+                             "the slot", error)  # fmt: skip
+        elif error.outage:
+            breaker.failure(error, ticket)
+        else:
+            breaker.success(ticket)
+        self._emit("store_error", self._plan.policies[self._slots[0]], error)
 
     @staticmethod
     def _timed_out(decision: Decision, deadline: float | None) -> bool:
@@ -622,8 +686,11 @@ class Limiter(_LimiterBase):
         ``cost=0`` only looks. Blocks on one store call (none when a cached denial or the open
         breaker answers). Raises ConfigurationError for a bad key or cost (negative, not an int,
         or more than a policy can ever hold); StoreError when the store failed and
-        ``on_error="raise"``.
+        ``on_error="raise"``; ConfigurationError on a limiter holding a Concurrency policy
+        (use :meth:`acquire`).
         """
+        if self._slots:
+            self._refuse_hit()
         if self._direct is not None:
             return self._direct_check(key, cost, True)
         started = self._start(key, cost)
@@ -650,6 +717,75 @@ class Limiter(_LimiterBase):
         except StoreError as error:
             return self._failed(error, breaker, ticket)
         return self._finish(key, cost, reply, breaker, ticket, at)
+
+    def acquire(self, key: str, cost: int = 1) -> Lease:
+        """Take a slot in every Concurrency policy and charge ``cost`` to every rate policy,
+        all or nothing, in one store call; returns the :class:`Lease` (``allowed``,
+        ``decision``, ``release()``, ``renew()``, ``settle()``).
+
+        ``with limiter.acquire(key) as decision:`` raises RateLimitExceeded when denied and
+        releases on exit. A lease takes one slot whatever its cost; ``cost=0`` charges the rate
+        policies nothing. A store failure follows ``on_error`` as :meth:`hit` does (``allow``:
+        a lease that holds nothing). Blocks on one store call. Raises as :meth:`hit` does.
+        """
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return Lease(self, key, started)  # type: ignore[arg-type]
+        lease_id = new_lease_id()
+        try:
+            reply = self._store.acquire(self._plan, started[0], self._now(), cost, lease_id)
+        except StoreError as error:
+            return Lease(self, key, self._failed(error, started[1], started[2]))
+        return self._leased(Lease, key, cost, reply, started, lease_id)
+
+    def _release(self, lease: Lease) -> None:
+        if not self._slots:
+            return
+        admitted = self._lease_call(self._slot_keys(lease))
+        if admitted is None:
+            return  # the store is known to be down: the lease expiry frees the slots
+        keys, breaker, ticket, _ = admitted
+        try:
+            self._store.release(keys, lease.id)  # type: ignore[arg-type]
+        except StoreError as error:
+            self._release_failed(error, breaker, ticket)
+        else:
+            self._finish_reset(breaker, ticket)
+
+    def _renew(self, lease: Lease) -> bool:
+        if not self._slots:
+            return True
+        keys = self._slot_keys(lease)
+        admitted = self._lease_call(keys)
+        if admitted is None:
+            self._failed(None, self._breaker_for(keys))
+            return False
+        _, breaker, ticket, _ = admitted
+        try:
+            reply = self._store.renew(keys, self._now(), lease.id, self._leases_ms)  # type: ignore[arg-type]
+        except StoreError as error:
+            self._failed(error, breaker, ticket)
+            return False
+        self._finish_reset(breaker, ticket)
+        return reply[0] == 1
+
+    def _settle(self, lease: Lease, actual: int) -> list[int] | None:
+        if self._rate_plan is None:
+            return []
+        keys = self._rate_keys(lease)
+        admitted = self._lease_call(keys)
+        if admitted is None:
+            self._failed(None, self._breaker_for(keys))
+            return None
+        _, breaker, ticket, _ = admitted
+        try:
+            charged = self._store.settle(self._rate_plan, keys, self._now(), lease._acquired,
+                                         lease._charged or [], actual)  # fmt: skip
+        except StoreError as error:
+            self._failed(error, breaker, ticket)
+            return None
+        self._finish_reset(breaker, ticket)
+        return charged
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s state in every policy (deletes its exact store keys) and its
@@ -740,6 +876,8 @@ class AsyncLimiter(_LimiterBase):
 
     async def hit(self, key: str, cost: int = 1) -> Decision:
         """As :meth:`Limiter.hit`, awaiting the store."""
+        if self._slots:
+            self._refuse_hit()
         if self._direct is not None:
             return self._direct_check(key, cost, True)
         started = self._start(key, cost)
@@ -765,6 +903,74 @@ class AsyncLimiter(_LimiterBase):
         except StoreError as error:
             return self._failed(error, breaker, ticket)
         return self._finish(key, cost, reply, breaker, ticket, at)
+
+    def acquire(self, key: str, cost: int = 1) -> Acquiring:
+        """As :meth:`Limiter.acquire`: ``lease = await alimiter.acquire(key)`` gives the
+        :class:`AsyncLease`; ``async with alimiter.acquire(key) as decision:`` raises
+        RateLimitExceeded when denied and releases on exit. Nothing is sent before either."""
+        return Acquiring(self, key, cost)
+
+    async def _acquire(self, key: str, cost: int) -> AsyncLease:
+        started = self._start(key, cost)
+        if type(started) is not tuple:
+            return AsyncLease(self, key, started)  # type: ignore[arg-type]
+        lease_id = new_lease_id()
+        try:
+            reply = await self._store.aacquire(self._plan, started[0], self._now(), cost,
+                                               lease_id)  # fmt: skip
+        except StoreError as error:
+            return AsyncLease(self, key, self._failed(error, started[1], started[2]))
+        return self._leased(AsyncLease, key, cost, reply, started, lease_id)
+
+    async def _release(self, lease: AsyncLease) -> None:
+        if not self._slots:
+            return
+        admitted = self._lease_call(self._slot_keys(lease))
+        if admitted is None:
+            return
+        keys, breaker, ticket, _ = admitted
+        try:
+            await self._store.arelease(keys, lease.id)  # type: ignore[arg-type]
+        except StoreError as error:
+            self._release_failed(error, breaker, ticket)
+        else:
+            self._finish_reset(breaker, ticket)
+
+    async def _renew(self, lease: AsyncLease) -> bool:
+        if not self._slots:
+            return True
+        keys = self._slot_keys(lease)
+        admitted = self._lease_call(keys)
+        if admitted is None:
+            self._failed(None, self._breaker_for(keys))
+            return False
+        _, breaker, ticket, _ = admitted
+        try:
+            reply = await self._store.arenew(keys, self._now(), lease.id, self._leases_ms)  # type: ignore[arg-type]
+        except StoreError as error:
+            self._failed(error, breaker, ticket)
+            return False
+        self._finish_reset(breaker, ticket)
+        return reply[0] == 1
+
+    async def _settle(self, lease: AsyncLease, actual: int) -> list[int] | None:
+        if self._rate_plan is None:
+            return []
+        keys = self._rate_keys(lease)
+        admitted = self._lease_call(keys)
+        if admitted is None:
+            self._failed(None, self._breaker_for(keys))
+            return None
+        _, breaker, ticket, _ = admitted
+        try:
+            charged = await self._store.asettle(
+                self._rate_plan, keys, self._now(), lease._acquired, lease._charged or [], actual
+            )
+        except StoreError as error:
+            self._failed(error, breaker, ticket)
+            return None
+        self._finish_reset(breaker, ticket)
+        return charged
 
     async def reset(self, key: str) -> None:
         """As :meth:`Limiter.reset`, awaiting the store."""

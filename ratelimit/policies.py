@@ -10,6 +10,9 @@ stores. Three algorithms exist, each with a Lua script in ``lua/`` and a Python 
   admitting more than ``limit`` in any window-aligned pair of windows; approximate in between.
 - :class:`TokenBucket`: refills ``rate`` tokens per ``period`` continuously and holds ``burst``.
 
+and one in-flight limit, :class:`Concurrency`: at most ``limit`` leases held at once, each
+freed by its release or ``lease`` seconds after it was taken (``lua/concurrency.lua``).
+
 :func:`parse` reads the ``limits`` grammar (``"10/second; 1000 per day"``) into policies.
 """
 
@@ -22,7 +25,7 @@ from typing import ClassVar, Final
 
 from ratelimit.errors import ConfigurationError
 
-__all__ = ["FixedWindow", "Policy", "SlidingWindow", "TokenBucket", "parse"]
+__all__ = ["Concurrency", "FixedWindow", "Policy", "SlidingWindow", "TokenBucket", "parse"]
 
 # Every product the scripts form stays below 2**53, so Lua's doubles hold it exactly.
 _EXACT: Final = 2**53
@@ -46,31 +49,31 @@ def _tick(limit: int, ms: int, what: str, period: object) -> int:
 MAX_PERIOD_MS: Final = 100 * 366 * 86_400_000
 
 
-def _period_ms(period: object) -> int:
+def _period_ms(period: object, name: str = "period") -> int:
     """``period`` (seconds as int/float, or a timedelta) as whole milliseconds.
 
-    Raises ConfigurationError for a non-positive period, one longer than 100 years, or one that
-    is not a whole number of milliseconds.
+    Raises ConfigurationError, naming the value as ``name``, for a non-positive period, one
+    longer than 100 years, or one that is not a whole number of milliseconds.
     """
     if isinstance(period, timedelta):
         ms, rest = divmod(period, timedelta(milliseconds=1))
         if rest:
-            raise ConfigurationError(f"period {period!r} is not a whole number of milliseconds")
+            raise ConfigurationError(f"{name} {period!r} is not a whole number of milliseconds")
     elif isinstance(period, (int, float)) and not isinstance(period, bool):
         if not math.isfinite(period):
-            raise ConfigurationError(f"period must be a finite number of seconds, got {period!r}")
+            raise ConfigurationError(f"{name} must be a finite number of seconds, got {period!r}")
         exact = period * 1000
         ms = round(exact)
         if abs(exact - ms) > 1e-6:
-            raise ConfigurationError(f"period {period!r} is not a whole number of milliseconds")
+            raise ConfigurationError(f"{name} {period!r} is not a whole number of milliseconds")
     else:
         raise ConfigurationError(
-            f"period must be seconds (int or float) or a timedelta, not {period!r}"
+            f"{name} must be seconds (int or float) or a timedelta, not {period!r}"
         )
     if ms <= 0:
-        raise ConfigurationError(f"period must be at least 1 millisecond, got {period!r}")
+        raise ConfigurationError(f"{name} must be at least 1 millisecond, got {period!r}")
     if ms > MAX_PERIOD_MS:
-        raise ConfigurationError(f"period must be at most 100 years, got {period!r}")
+        raise ConfigurationError(f"{name} must be at most 100 years, got {period!r}")
     return int(ms)
 
 
@@ -246,6 +249,48 @@ class TokenBucket(Policy):
             f"TokenBucket(rate={self.rate}, period={_seconds_text(self.period_ms)}, "
             f"burst={self.limit})"
         )
+
+
+class Concurrency(Policy):
+    """At most ``limit`` leases in flight at once per identifier: an in-flight limit.
+
+    A slot is taken by :meth:`Limiter.acquire <ratelimit.Limiter.acquire>` and held until the
+    lease is released, or at the latest ``lease`` seconds (or a timedelta) after it was taken
+    or last renewed, by the store's clock: a worker that crashed holding a slot frees it by
+    itself. A lease takes one slot whatever its cost; the cost goes to the limiter's rate
+    policies. A limiter holding a Concurrency policy refuses ``hit()``: a slot taken by a hit
+    could never be released.
+
+    ``limit`` is the number of slots (below 10**9); ``period`` and ``period_ms`` are the lease.
+    Raises ConfigurationError for a limit that is not a positive integer below 10**9, or a
+    lease that is not a positive whole number of milliseconds.
+    """
+
+    __slots__ = ()
+    algorithm = "concurrency"
+    _code = "c"
+
+    def __init__(self, limit: int, lease: float | timedelta = 60) -> None:
+        limit = _positive_int("limit", limit)
+        if limit >= 10**9:
+            raise ConfigurationError(
+                f"limit {limit} is too large: a Concurrency limit is below 10**9"
+            )
+        ms = _period_ms(lease, "lease")
+        if ms >= 10**12:
+            raise ConfigurationError(f"lease {lease!r} is too long (at most about 30 years)")
+        self._setup(limit, ms, 0)
+
+    @property
+    def lease(self) -> float:
+        """How long a slot is held at most without a renew, in seconds."""
+        return self.period_ms / 1000
+
+    def _init_args(self) -> tuple[object, ...]:
+        return (self.limit, self.lease)
+
+    def __repr__(self) -> str:
+        return f"Concurrency(limit={self.limit}, lease={_seconds_text(self.period_ms)})"
 
 
 _UNITS: Final = {

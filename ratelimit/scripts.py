@@ -28,7 +28,7 @@ __all__ = ["LUA_FILES", "Library", "Script", "library", "limiter_script", "lua_d
 
 #: The files joined, in this order, into the library and the scripts every store runs.
 LUA_FILES = ("common.lua", "fixed_window.lua", "sliding_window.lua", "token_bucket.lua",
-             "limiter.lua")  # fmt: skip
+             "concurrency.lua", "settle.lua", "limiter.lua")  # fmt: skip
 
 _ENTRIES = re.compile(r"^local entries = \{(?P<names>[^}]*)\}\s*$", re.MULTILINE)
 # how an algorithm file names itself: algorithms['f'] = fixed_window

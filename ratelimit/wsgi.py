@@ -41,6 +41,7 @@ from ratelimit._web import (
     Exempt,
     Rule,
     Selector,
+    finish,
     key_and_cost,
     merge_fields,
     wsgi_method,
@@ -52,7 +53,11 @@ from ratelimit.keys import EnvironView, KeyFunction, client_ip
 from ratelimit.limiter import AsyncLimiter, Limiter
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ratelimit._web import Count
     from ratelimit.decision import Decision
+    from ratelimit.lease import Lease
 
 __all__ = ["Rule", "WSGIRateLimitMiddleware"]
 
@@ -105,6 +110,9 @@ class WSGIRateLimitMiddleware:
     Werkzeug ``Response``); ``Retry-After`` and the rate-limit headers are added unless it
     sets them. ``partition_key_secret``: bytes; adds a hashed ``pk`` to ``RateLimit``.
 
+    A limiter with a ``Concurrency`` policy, or a rule with ``count=``, takes a lease instead
+    of a hit, released when the server closes the response iterable (after the rule's
+    ``count`` of the status, which gives the cost back when False).
     Blocks on the limiter's store once per limited request. Raises ConfigurationError at
     construction for bad options; per request only what the application, a custom callable,
     or a limiter with ``on_error="raise"`` raises (TypeError when a key returns no str).
@@ -152,11 +160,17 @@ class WSGIRateLimitMiddleware:
 
         key, cost = key_and_cost(target.key, target.cost, EnvironView(environ), lambda: environ)
         identifier = target.prefix + key if target.prefix else key
-        decision = target.hit(identifier, cost)
+        if target.leased:
+            lease = target.limiter.acquire(identifier, cost)
+            decision = lease.decision
+        else:
+            decision = target.hit(identifier, cost)
         if not decision.allowed:
             return self._denied(environ, start_response, decision, identifier)
 
         extra = self.renderer.fields(decision, identifier)
+        if target.leased:
+            return _hold(self.app, environ, start_response, extra, lease, target.count)
         if not extra:
             return self.app(environ, start_response)
 
@@ -190,3 +204,45 @@ class WSGIRateLimitMiddleware:
             return start_response(status, [*headers, *added], exc_info)
 
         return response(environ, start_with_headers)
+
+
+class _Holding:
+    """A response iterable that holds a lease until the server closes it (PEP 3333: the
+    server calls ``close`` once the response is sent, or the client went away)."""
+
+    __slots__ = ("_close", "_iterable")
+
+    def __init__(self, iterable: Iterable[bytes], close: Callable[[], None]) -> None:
+        self._iterable = iterable
+        self._close = close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._iterable)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._close()
+
+
+def _hold(app: WSGIApp, environ: Environ, start_response: StartResponse, extra: Headers,
+          lease: Lease, count: Count | None) -> Iterable[bytes]:  # fmt: skip
+    """Run ``app`` holding ``lease`` until the server closes the response iterable (or the app
+    raises, counted as ``500``); then ``count`` of the status, and the release."""
+    status: list[int] = []
+
+    def start_holding(
+        line: str, headers: Headers, exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        status[:] = [int(line.split(None, 1)[0])]
+        return start_response(line, [*headers, *merge_fields(headers, extra)], exc_info)
+
+    try:
+        iterable = app(environ, start_holding)
+    except BaseException:
+        finish(lease, count, 500)
+        raise
+    return _Holding(iterable, lambda: finish(lease, count, status[0] if status else None))

@@ -11,7 +11,17 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from ratelimit._web import Cost, check_cost, check_key_function
+from ratelimit._web import (
+    Cost,
+    Count,
+    aacquire,
+    afinish,
+    check_cost,
+    check_count,
+    check_key_function,
+    finish,
+    uses_lease,
+)
 from ratelimit.django._conf import State, policies_of, state
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.headers import retry_after_seconds
@@ -20,6 +30,7 @@ from ratelimit.limiter import AsyncLimiter, Limiter
 
 if TYPE_CHECKING:
     from ratelimit.decision import Decision
+    from ratelimit.lease import AsyncLease, Lease
     from ratelimit.policies import Policy
 
 __all__ = ["RateLimitMiddleware", "RateLimited", "limit"]
@@ -101,10 +112,10 @@ async def deny_async(st: State, request: Any, decision: Decision, identifier: st
 class _Spec:
     """What ``@limit`` recorded: the limits (policies, or the user's limiter), key, cost, name."""
 
-    __slots__ = ("async_limiter", "cost", "key", "name", "policies", "sync_limiter")
+    __slots__ = ("async_limiter", "cost", "count", "key", "name", "policies", "sync_limiter")
 
     def __init__(self, limits: object, key: KeyFunction | None, cost: Cost,
-                 name: str | None) -> None:  # fmt: skip
+                 name: str | None, count: Count | None = None) -> None:  # fmt: skip
         self.sync_limiter: Limiter | None = None
         self.async_limiter: AsyncLimiter | None = None
         self.policies: tuple[Policy, ...] = ()
@@ -118,6 +129,8 @@ class _Spec:
         if key is not None:
             check_key_function(key)
         check_cost(cost)
+        check_count(count)
+        self.count = count
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"name must be non-empty text, got {name!r}")
         self.key = key
@@ -148,26 +161,30 @@ def _request_of(args: tuple[Any, ...]) -> Any:
     )
 
 
-def _check_sync(spec: _Spec, name: str, request: Any) -> tuple[Any, Fields]:
-    """Charge ``request`` to the limit: (the deny response or None, header fields)."""
+def _check_sync(spec: _Spec, name: str, request: Any) -> tuple[Any, Fields, Lease | None]:
+    """Charge ``request`` to the limit: (the deny response or None, header fields, the lease
+    to finish after the view when the limit takes one)."""
     st = state()
     if not st.enabled:
-        return None, []
+        return None, [], None
     key = st.sync_key(spec.key, request)
     cost = spec.cost if isinstance(spec.cost, int) else spec.cost(request)
     identifier = f"{name}|{key}"
     limiter = spec.sync_limiter or st.limiter(spec.policies)
-    decision = limiter.hit(identifier, cost)
+    lease = limiter.acquire(identifier, cost) if uses_lease(limiter, spec.count) else None
+    decision = limiter.hit(identifier, cost) if lease is None else lease.decision
     if not decision.allowed:
-        return deny_sync(st, request, decision, identifier), []
-    return None, st.renderer.fields(decision, identifier)
+        return deny_sync(st, request, decision, identifier), [], None
+    return None, st.renderer.fields(decision, identifier), lease
 
 
-async def _check_async(spec: _Spec, name: str, request: Any) -> tuple[Any, Fields]:
+async def _check_async(
+    spec: _Spec, name: str, request: Any
+) -> tuple[Any, Fields, Lease | AsyncLease | None]:
     """As :func:`_check_sync`, awaiting the AsyncLimiter (and an async key or cost)."""
     st = state()
     if not st.enabled:
-        return None, []
+        return None, [], None
     key = await st.async_key(spec.key, request)
     cost: Any = spec.cost
     if not isinstance(cost, int):
@@ -176,28 +193,35 @@ async def _check_async(spec: _Spec, name: str, request: Any) -> tuple[Any, Field
             cost = await cost
     identifier = f"{name}|{key}"
     limiter = spec.async_limiter or st.async_limiter(spec.policies)
-    decision = await limiter.hit(identifier, cost)
+    leased = uses_lease(limiter, spec.count)
+    lease = await aacquire(limiter, identifier, cost) if leased else None
+    decision = await limiter.hit(identifier, cost) if lease is None else lease.decision
     if not decision.allowed:
-        return await deny_async(st, request, decision, identifier), []
-    return None, st.renderer.fields(decision, identifier)
+        return await deny_async(st, request, decision, identifier), [], None
+    return None, st.renderer.fields(decision, identifier), lease
 
 
 def _wrap(spec: _Spec, name: str, function: Callable[..., Any], is_async: bool) -> Any:
-    """``function`` (a view, a method or ``dispatch``) checked against ``spec`` first.
-
-    Where ``count=`` will go: the response is in hand after the call below, so settling the
-    cost by its status is one more step here once the limiter has ``acquire``/``settle``."""
+    """``function`` (a view, a method or ``dispatch``) checked against ``spec`` first. A
+    limit that takes a lease (a Concurrency policy, or ``count=``) holds it for the call and
+    finishes it with the response's status (``500`` when the view raised)."""
     if is_async:
 
         @functools.wraps(function)
         async def async_view(*args: Any, **kwargs: Any) -> Any:
             request = _request_of(args)
-            denied, fields = await _check_async(spec, name, request)
+            denied, fields, lease = await _check_async(spec, name, request)
             if denied is not None:
                 return denied
-            response = function(*args, **kwargs)
-            if inspect.isawaitable(response):  # dispatch() of an async class returns one
-                response = await response
+            status: int | None = 500
+            try:
+                response = function(*args, **kwargs)
+                if inspect.isawaitable(response):  # dispatch() of an async class returns one
+                    response = await response
+                status = getattr(response, "status_code", None)
+            finally:
+                if lease is not None:
+                    await afinish(lease, spec.count, status)
             add_fields(response, fields)
             return response
 
@@ -206,10 +230,18 @@ def _wrap(spec: _Spec, name: str, function: Callable[..., Any], is_async: bool) 
     @functools.wraps(function)
     def view(*args: Any, **kwargs: Any) -> Any:
         request = _request_of(args)
-        denied, fields = _check_sync(spec, name, request)
+        denied, fields, lease = _check_sync(spec, name, request)
         if denied is not None:
             return denied
-        response = function(*args, **kwargs)
+        if lease is None:
+            response = function(*args, **kwargs)
+        else:
+            status: int | None = 500
+            try:
+                response = function(*args, **kwargs)
+                status = getattr(response, "status_code", None)
+            finally:
+                finish(lease, spec.count, status)
         add_fields(response, fields)
         return response
 
@@ -222,6 +254,7 @@ def limit(
     key: KeyFunction | None = None,
     cost: Cost = 1,
     name: str | None = None,
+    count: Count | None = None,
 ) -> Callable[[V], V]:
     """Decorate a Django view with a rate limit: a function view (sync or async), a
     class-based view (the class: every method it serves), or one method of a class.
@@ -232,7 +265,10 @@ def limit(
     (an async view may use an async one); default ``RATELIMIT['KEY']``, else the client IP
     with ``RATELIMIT['TRUSTED_PROXIES']``. ``cost``: units per request or a callable of the
     request. ``name``: count under this name (default: the view's dotted name, so each
-    decorated view counts on its own; views given one name share a count).
+    decorated view counts on its own; views given one name share a count). ``count``: a
+    callable of the response status; False gives the request's cost back
+    (``count=lambda status: status >= 400`` limits failed logins only). A limiter with a
+    ``Concurrency`` policy holds its slot for the view's call.
 
     A denied request gets the 429 (``Retry-After``, rate-limit headers, problem+json), or
     ``RATELIMIT['VIEW']``'s response; an allowed one gets the headers on the view's response.
@@ -240,7 +276,7 @@ def limit(
     kind; a request raises ConfigurationError for bad settings and TypeError when a key
     returns no str. Blocks (sync views) or awaits (async views) the store once per request.
     """
-    spec = _Spec(limits, key, cost, name)
+    spec = _Spec(limits, key, cost, name, count)
 
     def decorate(view: V) -> V:
         if isinstance(view, type):

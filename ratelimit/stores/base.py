@@ -128,6 +128,32 @@ class Store:
         """Delete the override at ``key`` (one ``DEL``). Raises StoreError."""
         raise NotImplementedError
 
+    # Leases: the acquire, release, renew and settle entries of lua/limiter.lua, one call each.
+
+    def acquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                lease: str) -> Reply:  # fmt: skip
+        """As :meth:`evaluate` with a charge, where each Concurrency policy also takes a slot
+        for ``lease`` (an id); the reply ends with the ``now`` used. Raises StoreError."""
+        raise NotImplementedError
+
+    def release(self, keys: Sequence[str], lease: str) -> int:
+        """Free ``lease``'s slots in these Concurrency keys; returns how many. Raises
+        StoreError."""
+        raise NotImplementedError
+
+    def renew(self, keys: Sequence[str], now: int | None, lease: str,
+              leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        """Run ``lease`` for ``leases_ms[i]`` from now again in each key where it is in flight;
+        returns ``[1 if it was in all, else 0, now]``. Raises StoreError."""
+        raise NotImplementedError
+
+    def settle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+               charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        """Settle each rate policy of ``plan`` (keys in its order): the lease that charged it
+        ``charged[i]`` at ``acquired`` (ms) cost ``actual``. Returns the cost now charged in
+        each (``charged[i]`` where nothing could be given back). Raises StoreError."""
+        raise NotImplementedError
+
 
 class AsyncStore:
     """A store the :class:`AsyncLimiter` can use: the same two calls, awaitable."""
@@ -147,6 +173,25 @@ class AsyncStore:
 
     async def adelete(self, keys: Sequence[str]) -> None:
         """As :meth:`Store.delete`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def aacquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                       lease: str) -> Reply:  # fmt: skip
+        """As :meth:`Store.acquire`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def arelease(self, keys: Sequence[str], lease: str) -> int:
+        """As :meth:`Store.release`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def arenew(self, keys: Sequence[str], now: int | None, lease: str,
+                     leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        """As :meth:`Store.renew`. Raises StoreError."""
+        raise NotImplementedError
+
+    async def asettle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+                      charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        """As :meth:`Store.settle`. Raises StoreError."""
         raise NotImplementedError
 
     async def aset_override(self, key: str, plan: Plan, ttl_ms: int | None,
@@ -217,13 +262,14 @@ class ScriptCalls:
         #: the check script's SHA1 by the algorithm codes of a plan (see Library.script_for)
         self._check_shas: dict[str, str] = {}
 
-    def _check_sha(self, plan: Plan) -> str:
-        """The SHA1 of the check script with only ``plan``'s algorithms, made on first use."""
-        sha = self._check_shas.get(plan.codes)
+    def _check_sha(self, codes: str) -> str:
+        """The SHA1 of the check script with only the algorithms ``codes`` (a plan's
+        ``codes``), made on first use."""
+        sha = self._check_shas.get(codes)
         if sha is None:
-            script = self._library.script_for("check", plan.codes)
+            script = self._library.script_for("check", codes)
             self._texts[script.sha] = script.text
-            sha = self._check_shas[plan.codes] = script.sha
+            sha = self._check_shas[codes] = script.sha
         return sha
 
     def _entry_command(self, entry: str, keys: Sequence[str], argv: Sequence[Any]) -> Command:
@@ -240,12 +286,28 @@ class ScriptCalls:
         if self.functions:
             head = ["FCALL", self._check_function, len(keys), *keys]
         else:
-            head = ["EVALSHA", self._check_sha(plan), len(keys), *keys]
+            head = ["EVALSHA", self._check_sha(plan.codes), len(keys), *keys]
         if self.binary_args:
             head += (_NOW if now is None else now, cost, _CHARGE[charge], plan.spec_bytes)
         else:
             head += ("" if now is None else now, cost, "1" if charge else "0", plan.spec)
         return head
+
+    def _acquire_command(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                         lease: str) -> Command:  # fmt: skip
+        argv = ("" if now is None else now, cost, "1", plan.spec, lease)
+        return self._entry_command("acquire", keys, argv)
+
+    def _renew_command(self, keys: Sequence[str], now: int | None, lease: str,
+                       leases_ms: Sequence[int]) -> Command:  # fmt: skip
+        argv = ("" if now is None else now, lease, " ".join(map(str, leases_ms)))
+        return self._entry_command("renew", keys, argv)
+
+    def _settle_command(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+                        charged: Sequence[int], actual: int) -> Command:  # fmt: skip
+        argv = ("" if now is None else now, acquired, " ".join(map(str, charged)), actual,
+                plan.spec)  # fmt: skip
+        return self._entry_command("settle", keys, argv)
 
     def _whole(self, command: Command) -> Command:
         """``command`` (a check by ``EVALSHA`` of a script holding only the limiter's
@@ -306,7 +368,18 @@ class ScriptCalls:
             self.functions = False
         elif not (command[0] == "EVALSHA" and unknown == "script"):
             raise error
-        return (yield ["EVAL", self._texts[command[1]], *command[2:]])
+        return (yield ["EVAL", self._script_text(command), *command[2:]])
+
+    def _script_text(self, command: Command) -> str:
+        """The script text to EVAL for ``command`` (an FCALL or EVALSHA): for the check entry
+        called by function, the script the next EVALSHA names (only the plan's algorithms,
+        read from the plan argument), so that the text sent once is the one cached."""
+        if command[1] != self._check_function:
+            return self._texts[command[1]]
+        spec = command[3 + int(command[2]) + 3]
+        text = spec.decode() if isinstance(spec, bytes) else str(spec)
+        codes = "".join(sorted(set(text.split()[::5])))
+        return self._texts[self._check_sha(codes)]
 
     def _reply(self, raw: object) -> Reply:
         """The script's reply as a list of ints (a client may hand numbers back as text);
@@ -407,6 +480,21 @@ class ScriptStore(ScriptCalls, Store):
         except Exception as error:
             raise self._failed(error) from error
 
+    def acquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                lease: str) -> Reply:  # fmt: skip
+        return self._call(self._acquire_command(plan, keys, now, cost, lease))
+
+    def release(self, keys: Sequence[str], lease: str) -> int:
+        return self._call(self._entry_command("release", keys, (lease,)))[0]
+
+    def renew(self, keys: Sequence[str], now: int | None, lease: str,
+              leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        return self._call(self._renew_command(keys, now, lease, leases_ms))
+
+    def settle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+               charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        return self._call(self._settle_command(plan, keys, now, acquired, charged, actual))[1:]
+
 
 class AsyncScriptStore(ScriptCalls, AsyncStore):
     """An async store that runs the Lua: says only how one command is sent (``_send``)."""
@@ -466,3 +554,19 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
             return await self._send(command)
         except Exception as error:
             raise self._failed(error) from error
+
+    async def aacquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                       lease: str) -> Reply:  # fmt: skip
+        return await self._call(self._acquire_command(plan, keys, now, cost, lease))
+
+    async def arelease(self, keys: Sequence[str], lease: str) -> int:
+        return (await self._call(self._entry_command("release", keys, (lease,))))[0]
+
+    async def arenew(self, keys: Sequence[str], now: int | None, lease: str,
+                     leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        return await self._call(self._renew_command(keys, now, lease, leases_ms))
+
+    async def asettle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+                      charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        command = self._settle_command(plan, keys, now, acquired, charged, actual)
+        return (await self._call(command))[1:]

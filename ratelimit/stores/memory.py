@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from ratelimit._algorithms import Result
+from ratelimit._algorithms import SETTLES, Result, slots_check, take_slot
 from ratelimit.errors import ConfigurationError
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Step, Store
 
@@ -125,7 +125,7 @@ class MemoryStore(Store, AsyncStore):
                 if entry[1] >= now:
                     stored = entry[0]
             entries.append((entry, stored))
-            if cost > limit:  # never holdable: as found, denied
+            if cost > limit and check is not slots_check:  # never holdable: as found, denied
                 result = check(stored, now, limit, period, rate, 0, False)
                 result = (0, result[1], result[2], plan.periods_ms[i], None)
             else:
@@ -148,6 +148,144 @@ class MemoryStore(Store, AsyncStore):
                     data[key] = [new, now + reset]
                     self._added(now)
         return reply
+
+    # Leases (Concurrency, settle): the twins of the acquire, release, renew and settle
+    # entries of lua/limiter.lua.
+
+    def acquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                lease: str) -> Reply:  # fmt: skip
+        """Check every policy; when all allow, charge ``cost`` to the rate policies and take a
+        slot for ``lease`` in each Concurrency policy. An override applies as in
+        :meth:`evaluate` (with a cost of 0, it takes no slots: as the script does). The reply
+        is ``evaluate``'s followed by ``now``. Never raises StoreError."""
+        if now is None:
+            raise ConfigurationError("MemoryStore needs the time from the limiter")
+        lease_number = int(lease, 16)
+        with self._lock:
+            override = self._override(keys[-1], now) if self._overrides else None
+            if override is None:
+                reply = self._take(plan, keys, now, cost, lease_number, True)
+            else:
+                state_keys = self._state_keys(keys[-1], override)
+                reply = self._take(override, state_keys, now, cost, lease_number, cost > 0)
+                reply[0] += 2  # as the script says an override applied
+                reply += override.tail
+            reply.append(now)
+            return reply
+
+    def _take(self, plan: Plan, keys: Sequence[str], now: int, cost: int, lease: int,
+              slots: bool) -> Reply:  # fmt: skip
+        """:meth:`acquire` on ``plan``'s keys, under the lock: all or nothing; Concurrency
+        policies take a slot (when ``slots``) whatever the cost."""
+        steps = plan.steps
+        reply = [1]
+        stored_states = []
+        for i in range(len(steps)):
+            check, limit, period, rate = steps[i]
+            stored = self._live(keys[i], now)
+            stored_states.append(stored)
+            if cost > limit and check is not slots_check:  # never holdable: denied
+                result = check(stored, now, limit, period, rate, 0, False)
+                result = (0, result[1], result[2], plan.periods_ms[i], None)
+            else:
+                result = check(stored, now, limit, period, rate, cost, False)
+            if not result[0]:
+                reply[0] = 0
+            reply += result[:4]
+        if reply[0]:
+            for i in range(len(steps)):
+                key = keys[i]
+                check, limit, period, rate = steps[i]
+                if check is slots_check:
+                    if not slots:
+                        continue
+                    new, reset = take_slot(stored_states[i], now, period, lease)
+                    remaining = reply[4 * i + 2] - 1
+                elif cost:
+                    _, remaining, reset, _, charged = check(
+                        stored_states[i], now, limit, period, rate, cost, True
+                    )
+                    new = charged  # type: ignore[assignment]
+                else:
+                    continue
+                reply[4 * i + 2] = remaining
+                reply[4 * i + 3] = reset
+                self._put(key, new, now + reset, now)
+        return reply
+
+    def release(self, keys: Sequence[str], lease: str) -> int:
+        """Free ``lease``'s slots in these Concurrency keys; returns how many were freed."""
+        lease_number = int(lease, 16)
+        freed = 0
+        with self._lock:
+            for key in keys:
+                entry = self._data.get(key)
+                if entry is None:
+                    continue
+                state = entry[0]
+                for at in range(0, len(state), 2):
+                    if state[at] == lease_number:
+                        del state[at : at + 2]
+                        freed += 1
+                        break
+                if not state:
+                    del self._data[key]
+        return freed
+
+    def renew(self, keys: Sequence[str], now: int | None, lease: str,
+              leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        """Run ``lease`` until ``now + lease`` again in every key where it is still in flight.
+        Returns ``[1 when all were, else 0, now]``."""
+        if now is None:
+            raise ConfigurationError("MemoryStore needs the time from the limiter")
+        lease_number = int(lease, 16)
+        renewed = 1
+        with self._lock:
+            for key, lease_ms in zip(keys, leases_ms, strict=True):
+                state = self._live(key, now) or []
+                for at in range(0, len(state), 2):
+                    if state[at] == lease_number and state[at + 1] > now:
+                        state[at + 1] = now + lease_ms
+                        self._data[key] = [state, max(max(state[1::2]), now + 1)]
+                        break
+                else:
+                    renewed = 0
+        return [renewed, now]
+
+    def settle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+               charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        """Leave each rate policy of ``plan`` as if the lease charged ``charged[i]`` at
+        ``acquired`` had cost ``actual``; returns the cost now charged in each (see
+        lua/settle.lua)."""
+        if now is None:
+            raise ConfigurationError("MemoryStore needs the time from the limiter")
+        settled = []
+        with self._lock:
+            for key, policy, before in zip(keys, plan.policies, charged, strict=True):
+                code, limit, period, rate, unit_text = policy._argv
+                unit = int(unit_text)
+                t, off = divmod(now, unit)
+                new, ttl, after = SETTLES[code](self._live(key, now), t, acquired // unit,
+                                                int(limit), int(period), int(rate), before,
+                                                actual)  # fmt: skip
+                if new is not None:
+                    self._put(key, new, now + max(ttl * unit - off, 1), now)
+                settled.append(after)
+        return settled
+
+    def _live(self, key: str, now: int) -> list[int] | None:
+        """The state of ``key`` unless absent or expired (marks it recently used)."""
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        self._data.move_to_end(key)
+        return entry[0] if entry[1] >= now else None
+
+    def _put(self, key: str, state: list[int], expires_at: int, now: int) -> None:
+        added = key not in self._data
+        self._data[key] = [state, expires_at]
+        if added:
+            self._added(now)
 
     def _added(self, now: int) -> None:
         """A key was added: drop the least recently used beyond max_keys and, every so often,
@@ -230,6 +368,25 @@ class MemoryStore(Store, AsyncStore):
     async def adelete(self, keys: Sequence[str]) -> None:
         """As :meth:`delete`."""
         self.delete(keys)
+
+    async def aacquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
+                       lease: str) -> Reply:  # fmt: skip
+        """As :meth:`acquire`."""
+        return self.acquire(plan, keys, now, cost, lease)
+
+    async def arelease(self, keys: Sequence[str], lease: str) -> int:
+        """As :meth:`release`."""
+        return self.release(keys, lease)
+
+    async def arenew(self, keys: Sequence[str], now: int | None, lease: str,
+                     leases_ms: Sequence[int]) -> Reply:  # fmt: skip
+        """As :meth:`renew`."""
+        return self.renew(keys, now, lease, leases_ms)
+
+    async def asettle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
+                      charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+        """As :meth:`settle`."""
+        return self.settle(plan, keys, now, acquired, charged, actual)
 
     async def aset_override(self, key: str, plan: Plan, ttl_ms: int | None,
                             now: int | None) -> None:  # fmt: skip
