@@ -24,19 +24,21 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, AnyStr, Final, Generic, TypeAlias, TypeVar
 
 from ratelimit.errors import ConfigurationError
 from ratelimit.keys import KeyFunc, KeyFunction, RequestView
 from ratelimit.lease import Lease
-from ratelimit.limiter import AsyncLimiter
+from ratelimit.limiter import AsyncLimiter, Limiter
+from ratelimit.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from ratelimit.decision import Decision
     from ratelimit.lease import AsyncLease
-    from ratelimit.limiter import Limiter
 
 __all__ = [
+    "HEADERS_SCOPE_KEY",
     "SINGLE_VALUED",
     "Cost",
     "Exempt",
@@ -44,9 +46,11 @@ __all__ = [
     "Selector",
     "Target",
     "akey_and_cost",
+    "async_hit",
     "call",
     "key_and_cost",
     "merge_fields",
+    "route_path",
     "template_name",
     "wsgi_method",
     "wsgi_path",
@@ -437,3 +441,53 @@ class Selector(Generic[H]):
             if target.match(path) and (target.methods is None or method in target.methods):  # type: ignore[misc]
                 return target
         return self.default
+
+
+# --- ASGI: shared by the middleware and the FastAPI dependency ---------------------------------
+
+Hit: TypeAlias = Callable[[str, int], Awaitable["Decision"]]
+
+#: Where the middleware keeps the header fields that FastAPI ``RateLimit`` dependencies add
+#: to this request's response: a list of ``(bytes, bytes)``.
+HEADERS_SCOPE_KEY: Final = "ratelimit.headers"
+
+
+def async_hit(limiter: AnyLimiter) -> tuple[AsyncLimiter | Limiter, Hit]:
+    """The limiter ``limiter`` names and an awaitable ``hit`` for it.
+
+    Text builds an :class:`AsyncLimiter` on a new :class:`MemoryStore`. A sync
+    :class:`Limiter` is accepted only on a MemoryStore (its hit does no I/O, so it cannot block
+    the event loop). Raises ConfigurationError otherwise."""
+    if isinstance(limiter, str):
+        limiter = AsyncLimiter(limiter)
+    if isinstance(limiter, AsyncLimiter):
+        return limiter, limiter.hit
+    if isinstance(limiter, Limiter):
+        if not isinstance(limiter.store, MemoryStore):
+            raise ConfigurationError(
+                f"{limiter!r} is a sync Limiter on {limiter.store!r}: it would block the event "
+                "loop on every request; use AsyncLimiter with an async store"
+            )
+        sync_hit = limiter.hit
+
+        async def hit(key: str, cost: int) -> Decision:
+            return sync_hit(key, cost)
+
+        return limiter, hit
+    raise ConfigurationError(
+        f"limiter must be an AsyncLimiter, a Limiter on a MemoryStore, or text such as "
+        f"'10/minute', got {limiter!r}"
+    )
+
+
+def route_path(scope: MutableMapping[str, Any]) -> str:
+    """The request path as the application's routes see it (``root_path`` removed)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        rest = path[len(root) :]
+        if not rest:
+            return "/"
+        if rest[0] == "/":
+            return rest
+    return path

@@ -49,25 +49,27 @@ that denied (``on_error="deny"``) is answered ``503`` with ``Retry-After``, neve
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ratelimit._web import (
+    HEADERS_SCOPE_KEY,
     AnyLimiter,
     Cost,
     Exempt,
+    Hit,
     Rule,
     Selector,
     aacquire,
     afinish,
     akey_and_cost,
+    async_hit,
     call,
     merge_fields,
+    route_path,
 )
 from ratelimit.errors import ConfigurationError
 from ratelimit.headers import HeadersOption, Renderer, retry_after_seconds
 from ratelimit.keys import KeyFunction, ScopeView, client_ip
-from ratelimit.limiter import AsyncLimiter, Limiter
-from ratelimit.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from ratelimit._web import Count
@@ -82,55 +84,9 @@ Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-Hit: TypeAlias = Callable[[str, int], Awaitable["Decision"]]
 #: ``deny=``: a callable of (request, decision), sync or async, returning an ASGI app (such as
 #: a Starlette ``Response``) that answers the denied request.
 Deny: TypeAlias = Callable[[Any, "Decision"], Any]
-
-#: Where the middleware keeps the header fields that FastAPI ``RateLimit`` dependencies add
-#: to this request's response: a list of ``(bytes, bytes)``.
-HEADERS_SCOPE_KEY: Final = "ratelimit.headers"
-
-
-def async_hit(limiter: AnyLimiter) -> tuple[AsyncLimiter | Limiter, Hit]:
-    """The limiter ``limiter`` names and an awaitable ``hit`` for it.
-
-    Text builds an :class:`AsyncLimiter` on a new :class:`MemoryStore`. A sync
-    :class:`Limiter` is accepted only on a MemoryStore (its hit does no I/O, so it cannot block
-    the event loop). Raises ConfigurationError otherwise."""
-    if isinstance(limiter, str):
-        limiter = AsyncLimiter(limiter)
-    if isinstance(limiter, AsyncLimiter):
-        return limiter, limiter.hit
-    if isinstance(limiter, Limiter):
-        if not isinstance(limiter.store, MemoryStore):
-            raise ConfigurationError(
-                f"{limiter!r} is a sync Limiter on {limiter.store!r}: it would block the event "
-                "loop on every request; use AsyncLimiter with an async store"
-            )
-        sync_hit = limiter.hit
-
-        async def hit(key: str, cost: int) -> Decision:
-            return sync_hit(key, cost)
-
-        return limiter, hit
-    raise ConfigurationError(
-        f"limiter must be an AsyncLimiter, a Limiter on a MemoryStore, or text such as "
-        f"'10/minute', got {limiter!r}"
-    )
-
-
-def route_path(scope: Scope) -> str:
-    """The request path as the application's routes see it (``root_path`` removed)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        rest = path[len(root) :]
-        if not rest:
-            return "/"
-        if rest[0] == "/":
-            return rest
-    return path
 
 
 # --- the middleware -----------------------------------------------------------------------------

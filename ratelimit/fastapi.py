@@ -44,17 +44,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ratelimit._web import (
+    HEADERS_SCOPE_KEY,
     AnyLimiter,
     Cost,
     aacquire,
     afinish,
     akey_and_cost,
+    async_hit,
     check_cost,
     matcher,
     merge_fields,
+    route_path,
     template_name,
 )
-from ratelimit.asgi import HEADERS_SCOPE_KEY, async_hit, route_path
 from ratelimit.cache import remember
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
