@@ -108,10 +108,11 @@ def check_key_function(key: object) -> None:
 
 
 def check_key(result: object, key: object) -> str:
-    """A custom key function's result, checked. Raises TypeError for anything but a str."""
+    """A custom key function's result, checked. Raises ConfigurationError (as the decorator
+    does) for anything but a str."""
     if isinstance(result, str):
         return result
-    raise TypeError(f"key function {key!r} returned {result!r}; it must return a str")
+    raise ConfigurationError(f"key function {key!r} returned {result!r}; it must return a str")
 
 
 async def call(function: Callable[..., Any], *arguments: Any) -> Any:
@@ -126,8 +127,8 @@ def key_and_cost(
     key: KeyFunction, cost: Cost, view: RequestView, request: Callable[[], Any]
 ) -> tuple[str, int]:
     """The key and cost of a request, in sync code: a built-in key reads ``view``; a custom
-    key or cost callable gets ``request()``. Raises TypeError when a key returns no str, and
-    whatever a custom callable raises."""
+    key or cost callable gets ``request()``. Raises ConfigurationError when a key returns no
+    str, and whatever a custom callable raises."""
     identifier = key.from_view(view) if isinstance(key, KeyFunc) else check_key(key(request()), key)
     if not isinstance(cost, int):
         cost = cost(request())

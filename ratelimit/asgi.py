@@ -114,7 +114,7 @@ class RateLimitMiddleware:
     Awaits the limiter once per limited request (no I/O for a MemoryStore). Raises
     ConfigurationError at construction for bad options. Per request it raises only what the
     app, a custom key/cost/exempt/deny callable, or a limiter with ``on_error="raise"``
-    raises (and TypeError when a key function returns something other than a str).
+    raises (and ConfigurationError when a key function returns something other than a str).
     """
 
     def __init__(

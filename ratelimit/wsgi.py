@@ -115,7 +115,7 @@ class WSGIRateLimitMiddleware:
     ``count`` of the status, which gives the cost back when False).
     Blocks on the limiter's store once per limited request. Raises ConfigurationError at
     construction for bad options; per request only what the application, a custom callable,
-    or a limiter with ``on_error="raise"`` raises (TypeError when a key returns no str).
+    or a limiter with ``on_error="raise"`` raises (ConfigurationError when a key returns no str).
     """
 
     def __init__(

@@ -277,14 +277,16 @@ class State:
 
     def sync_key(self, key: KeyFunction | None, request: Any) -> str:
         """The key of ``request`` from ``key`` (None: RATELIMIT['KEY'] or the client IP).
-        Raises TypeError when a custom key returns anything but a str."""
+        Raises ConfigurationError when a custom key returns anything but a str."""
         key = key or self.key
         if isinstance(key, KeyFunc):
             return self.builtin_key(key, request)
         result = key(request)
         if inspect.iscoroutine(result):
             result.close()  # never awaited: close it rather than leave a warning behind
-            raise TypeError(f"key function {key!r} is async; a sync view needs a sync key function")
+            raise ConfigurationError(
+                f"key function {key!r} is async; a sync view needs a sync key function"
+            )
         return check_key(result, key)
 
     async def async_key(self, key: KeyFunction | None, request: Any) -> str:

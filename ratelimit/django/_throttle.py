@@ -39,8 +39,8 @@ class Throttle(BaseThrottle):  # type: ignore[misc]  # DRF ships no type informa
     Override :meth:`get_key` to count by something else.
 
     ``allow_request`` blocks on the store once. Raises ConfigurationError for a scope without
-    a rate or a rate that does not parse (at the first request of the view), TypeError when a
-    key is not a str.
+    a rate or a rate that does not parse (at the first request of the view), or a key that is
+    not a str.
     """
 
     scope: str | None = None
@@ -78,7 +78,9 @@ class Throttle(BaseThrottle):  # type: ignore[misc]  # DRF ships no type informa
         limiter = st.rate_limiter(rate, f"DEFAULT_THROTTLE_RATES[{scope!r}]")
         key = self.get_key(request, view)
         if not isinstance(key, str):
-            raise TypeError(f"{type(self).__name__}.get_key returned {key!r}; it must be a str")
+            raise ConfigurationError(
+                f"{type(self).__name__}.get_key returned {key!r}; it must be a str"
+            )
         self.decision = limiter.hit(f"throttle:{scope}|{key}")
         return self.decision.allowed
 

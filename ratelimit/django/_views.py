@@ -273,7 +273,7 @@ def limit(
     A denied request gets the 429 (``Retry-After``, rate-limit headers, problem+json), or
     ``RATELIMIT['VIEW']``'s response; an allowed one gets the headers on the view's response.
     Decorating raises ConfigurationError for a bad limit, key, cost or a limiter of the wrong
-    kind; a request raises ConfigurationError for bad settings and TypeError when a key
+    kind; a request raises ConfigurationError for bad settings and when a key
     returns no str. Blocks (sync views) or awaits (async views) the store once per request.
     """
     spec = _Spec(limits, key, cost, name, count)
@@ -314,7 +314,7 @@ class RateLimitMiddleware:
     Django style, sync and async capable: under ASGI with async middleware around it the
     check awaits an AsyncLimiter on the event loop; under WSGI it blocks once per request.
     Without ``DEFAULT`` it passes every request through. Raises ConfigurationError per
-    request while the settings are bad; TypeError when a custom key returns no str.
+    request while the settings are bad or a custom key returns no str.
     """
 
     sync_capable = True

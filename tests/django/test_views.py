@@ -300,7 +300,7 @@ def test_key_returning_a_non_string_is_a_clear_error_at_the_first_request() -> N
     def view(request: HttpRequest) -> HttpResponse:
         return HttpResponse("ok")
 
-    with pytest.raises(TypeError, match=r"returned 42; it must return a str"):
+    with pytest.raises(rl.ConfigurationError, match=r"returned 42; it must return a str"):
         view(rf.get("/"))
 
 
@@ -312,7 +312,7 @@ async def test_async_key_returning_a_non_string_is_a_clear_error() -> None:
     async def view(request: HttpRequest) -> HttpResponse:
         return HttpResponse("ok")
 
-    with pytest.raises(TypeError, match=r"returned None; it must return a str"):
+    with pytest.raises(rl.ConfigurationError, match=r"returned None; it must return a str"):
         await view(arf.get("/"))
 
 
@@ -324,7 +324,7 @@ def test_async_key_in_a_sync_view_is_a_clear_error() -> None:
     def view(request: HttpRequest) -> HttpResponse:
         return HttpResponse("ok")
 
-    with pytest.raises(TypeError, match=r"is async; a sync view needs a sync key"):
+    with pytest.raises(rl.ConfigurationError, match=r"is async; a sync view needs a sync key"):
         view(rf.get("/"))
 
 

@@ -288,7 +288,7 @@ async def test_built_in_keys_see_the_scope(clock: Clock) -> None:
 
 async def test_a_key_function_must_return_text() -> None:
     middleware = RateLimitMiddleware(_ok_app, "5/minute", key=lambda request: None)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="must return a str"):
+    with pytest.raises(rl.ConfigurationError, match="must return a str"):
         await run_asgi(middleware, http_scope())
 
 

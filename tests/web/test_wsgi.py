@@ -218,5 +218,5 @@ def test_headers_none_and_options() -> None:
 
 def test_key_must_return_text() -> None:
     middleware = WSGIRateLimitMiddleware(hello, "1/second", key=lambda environ: 42)  # type: ignore[arg-type, return-value]
-    with pytest.raises(TypeError, match="must return a str"):
+    with pytest.raises(rl.ConfigurationError, match="must return a str"):
         middleware(environ(), Recorder())
