@@ -204,22 +204,25 @@ local function check(keys, argv)
     reply[r], reply[r + 1], reply[r + 2], reply[r + 3] = allowed, remaining, reset, retry
   end
 
-  if reply[1] == 1 and cost > 0 and argv[3] == '1' then
+  if reply[1] == 1 and argv[3] == '1' and (cost > 0 or argv[5]) then -- argv[5]: acquire's
     -- charge every policy; after a charge, remaining drops by the cost and the key's TTL is
-    -- exactly the time back to full capacity
+    -- exactly the time back to full capacity. A lease (acquire) of cost 0 still takes its
+    -- Concurrency slots, in the plan that applied (the override's when there is one).
     for i = 1, n do
       local p = plan[i]
-      local r = 4 * i - 2
-      local t = now
-      local tk = ticks[i]
-      if tk then
-        t, tick.unit, tick.off = tk[1], p[5], tk[2]
-      else
-        tick.unit, tick.off = 1, 0
+      if cost > 0 or p[1].slots then
+        local r = 4 * i - 2
+        local t = now
+        local tk = ticks[i]
+        if tk then
+          t, tick.unit, tick.off = tk[1], p[5], tk[2]
+        else
+          tick.unit, tick.off = 1, 0
+        end
+        local ttl, used = p[1].charge(states[i], keys[i], t, p[2], p[3], p[4], cost)
+        reply[r + 2] = ttl
+        reply[r + 1] = reply[r + 1] - (used or cost) -- used: one slot for a Concurrency policy
       end
-      local ttl, used = p[1].charge(states[i], keys[i], t, p[2], p[3], p[4], cost)
-      reply[r + 2] = ttl
-      reply[r + 1] = reply[r + 1] - (used or cost) -- used: one slot for a Concurrency policy
     end
   end
   if tail then -- overrides: say so, and which plan applied
@@ -236,9 +239,11 @@ end
 --
 -- acquire(keys, argv): check with charge, where every Concurrency policy also takes a slot
 --   for the lease argv[5] (an id made by the client). keys and argv[1..4] as for check
---   (argv[3] "1"); an identifier's override applies as in check, except that with a cost of 0
---   only the limiter's own Concurrency policies take slots. Returns check's reply followed
---   by now (milliseconds), which settle needs.
+--   (argv[3] "1"); an identifier's override applies as in check, and then its Concurrency
+--   policies take the slots (whatever the cost, 0 included) on its state keys. Returns
+--   check's reply followed by now (milliseconds), which settle needs. The client's release,
+--   renew and settle name the state keys and plan of the policies that applied: the
+--   override's when the reply says one did (see resolve).
 -- release(keys, argv): keys = the Concurrency keys; argv[1] the lease id. Frees the lease's
 --   own slots (ZREM; idempotent). Returns {slots freed}.
 -- renew(keys, argv): keys = the Concurrency keys; argv[1] now or ""; argv[2] the lease id;
@@ -258,23 +263,6 @@ local function acquire(keys, argv)
   lease.id = nil
   if not ok then
     error(reply)
-  end
-  if reply[1] == 1 and tonumber(argv[2]) == 0 then
-    -- check charges nothing for a cost of 0, but a lease still takes its slots (1: the
-    -- limiter's own plan applied, no override)
-    local plan = read_plan(argv[4])
-    tick.unit, tick.off = 1, 0
-    lease.id = argv[5]
-    for i = 1, #plan do
-      local p = plan[i]
-      if p[1] == concurrency then
-        local s = concurrency.load(keys[i], now, p[2], p[3], p[4])
-        local r = 4 * i - 2
-        reply[r + 2] = concurrency.charge(s, keys[i], now, p[2], p[3], p[4], 0)
-        reply[r + 1] = reply[r + 1] - 1
-      end
-    end
-    lease.id = nil
   end
   reply[#reply + 1] = now
   return reply

@@ -36,22 +36,28 @@ def _check_actual(actual: object) -> int:
 class _LeaseBase:
     """What both faces of a lease hold; no I/O."""
 
-    __slots__ = ("_acquired", "_charged", "_keys", "_limiter", "_released", "_settled",
+    __slots__ = ("_acquired", "_charged", "_keys", "_limiter", "_plan", "_released", "_settled",
                  "decision", "id", "key")  # fmt: skip
 
     def __init__(self, limiter: Any, key: str, decision: Decision, lease_id: str | None = None,
                  keys: list[str] | None = None, acquired: int = 0,
-                 cost: int | None = None) -> None:  # fmt: skip
+                 cost: int | None = None, plan: Any = None) -> None:  # fmt: skip
         self._limiter = limiter
         self.key = key
         self.decision = decision
         #: the lease's id in the store; None for a lease that holds nothing
         self.id = lease_id
+        # the plan the acquire was granted under (the limiter's, or the identifier's override:
+        # the limiter's LeasePlan) and its state keys, in its order: release, renew and settle
+        # act on exactly these
+        self._plan = plan
         self._keys = keys or []
         self._acquired = acquired  # the store's now at the acquire, milliseconds
         # the cost charged for this lease in each rate policy (None: it holds nothing), and
         # the cost it was last settled to
-        self._charged: list[int] | None = None if cost is None else [cost] * len(limiter._rates)
+        self._charged: list[int] | None = (
+            None if cost is None or plan is None else [cost] * len(plan.rates)
+        )
         self._settled = cost
         self._released = False
 

@@ -7,6 +7,7 @@ policy. The two public classes only differ in how they call the store.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -185,13 +186,35 @@ def _policies(limits: Limits) -> tuple[Policy, ...]:
     return tuple(policies)
 
 
+class _LeasePlan:
+    """What a lease's release, renew and settle need of the plan it was acquired under (the
+    limiter's, or an identifier's override): which policies hold slots (Concurrency) and
+    their leases in milliseconds, which are charged (the rates) and those as a Plan."""
+
+    __slots__ = ("leases_ms", "plan", "rate_plan", "rates", "slots")
+
+    def __init__(self, plan: Plan) -> None:
+        policies = plan.policies
+        self.plan = plan
+        self.slots = tuple(i for i, p in enumerate(policies) if isinstance(p, Concurrency))
+        self.rates = tuple(i for i, p in enumerate(policies) if not isinstance(p, Concurrency))
+        self.rate_plan = Plan([policies[i] for i in self.rates]) if self.rates else None
+        self.leases_ms = tuple(policies[i].period_ms for i in self.slots)
+
+
+@functools.lru_cache(maxsize=256)
+def _lease_plan(plan: Plan) -> _LeasePlan:
+    """The _LeasePlan of an override's plan (plan_from_reply keeps one Plan per text)."""
+    return _LeasePlan(plan)
+
+
 class _LimiterBase:
     """The I/O-free core shared by :class:`Limiter` and :class:`AsyncLimiter`: keys, clock,
     cost checks, the store's reply as a Decision, the failure policy, the breaker, the cache of
     denied keys and events. The two faces only differ in how they call the store."""
 
     __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_direct",
-                 "_keys", "_leases_ms", "_on_error", "_on_event", "_overrides", "_per_node",
+                 "_keys", "_lease_plan", "_on_error", "_on_event", "_overrides", "_per_node",
                  "_plan", "_prefix", "_rate_plan", "_rates", "_shadow", "_sleep", "_slots",
                  "_store", "_store_clock", "_suffixes", "_time_at")  # fmt: skip
     #: True for the face that runs on an event loop (an async on_event listener is awaited).
@@ -245,7 +268,7 @@ class _LimiterBase:
         self._slots = tuple(i for i, p in enumerate(policies) if isinstance(p, Concurrency))
         self._rates = tuple(i for i, p in enumerate(policies) if not isinstance(p, Concurrency))
         self._rate_plan = Plan([policies[i] for i in self._rates]) if self._rates else None
-        self._leases_ms = tuple(policies[i].period_ms for i in self._slots)
+        self._lease_plan = _LeasePlan(self._plan)
         self._capacity = min((policies[i].limit for i in self._rates), default=_ANY_COST)
         self._on_error: OnError = on_error
         self._clock = clock
@@ -539,10 +562,10 @@ class _LimiterBase:
         )
 
     def _slot_keys(self, lease: Lease | AsyncLease) -> list[str]:
-        return [lease._keys[i] for i in self._slots]
+        return [lease._keys[i] for i in lease._plan.slots]
 
     def _rate_keys(self, lease: Lease | AsyncLease) -> list[str]:
-        return [lease._keys[i] for i in self._rates]
+        return [lease._keys[i] for i in lease._plan.rates]
 
     def _lease_call(self, keys: list[str]) -> _Admitted | None:
         """The breaker's word on a release, renew or settle for ``keys``: admitted, or None
@@ -559,13 +582,21 @@ class _LimiterBase:
         the store allowed it (a shadow limiter may report a denial as allowed: it holds
         nothing)."""
         keys, breaker, ticket, started = admitted
+        acquired = reply[-1]  # the store's now, which ends an acquire's reply
+        if reply[0] > 1:  # an override applied: the check's reply ends with its plan
+            reply = reply[:-1]
         decision = self._finish(key, cost, reply, breaker, ticket, started)
         if reply[0] & 1 == 0:  # denied (0, or 2 under an override)
             return cls(self, key, decision)
-        return cls(self, key, decision, lease_id, keys, reply[-1], cost)
+        plan = self._lease_plan
+        if reply[0] > 1:  # the lease holds the override's policies and their state keys
+            plan = _lease_plan(plan_from_reply(reply[1 + 4 * ((len(reply) - 1) // 9) :]))
+            head = keys[-1][: -len("override")]
+            keys = [head + state_id for state_id in plan.plan.state_ids]
+        return cls(self, key, decision, lease_id, keys, acquired, cost, plan)
 
-    def _release_failed(self, error: StoreError, breaker: CircuitBreaker | None,
-                        ticket: int) -> None:  # fmt: skip
+    def _release_failed(self, error: StoreError, breaker: CircuitBreaker | None, ticket: int,
+                        plan: _LeasePlan) -> None:  # fmt: skip
         """A release failed: told to the breaker (which logs once per outage) and left to the
         lease's expiry; never raised."""
         if breaker is None:
@@ -575,7 +606,7 @@ class _LimiterBase:
             breaker.failure(error, ticket)
         else:
             breaker.success(ticket)
-        self._emit("store_error", self._plan.policies[self._slots[0]], error)
+        self._emit("store_error", plan.plan.policies[plan.slots[0]], error)
 
     @staticmethod
     def _timed_out(decision: Decision, deadline: float | None) -> bool:
@@ -739,7 +770,7 @@ class Limiter(_LimiterBase):
         return self._leased(Lease, key, cost, reply, started, lease_id)
 
     def _release(self, lease: Lease) -> None:
-        if not self._slots:
+        if not lease._plan.slots:
             return
         admitted = self._lease_call(self._slot_keys(lease))
         if admitted is None:
@@ -748,12 +779,12 @@ class Limiter(_LimiterBase):
         try:
             self._store.release(keys, lease.id)  # type: ignore[arg-type]
         except StoreError as error:
-            self._release_failed(error, breaker, ticket)
+            self._release_failed(error, breaker, ticket, lease._plan)
         else:
             self._finish_reset(breaker, ticket)
 
     def _renew(self, lease: Lease) -> bool:
-        if not self._slots:
+        if not lease._plan.slots:
             return True
         keys = self._slot_keys(lease)
         admitted = self._lease_call(keys)
@@ -762,7 +793,7 @@ class Limiter(_LimiterBase):
             return False
         _, breaker, ticket, _ = admitted
         try:
-            reply = self._store.renew(keys, self._now(), lease.id, self._leases_ms)  # type: ignore[arg-type]
+            reply = self._store.renew(keys, self._now(), lease.id, lease._plan.leases_ms)  # type: ignore[arg-type]
         except StoreError as error:
             self._failed(error, breaker, ticket)
             return False
@@ -770,7 +801,8 @@ class Limiter(_LimiterBase):
         return reply[0] == 1
 
     def _settle(self, lease: Lease, actual: int) -> list[int] | None:
-        if self._rate_plan is None:
+        rate_plan = lease._plan.rate_plan
+        if rate_plan is None:
             return []
         keys = self._rate_keys(lease)
         admitted = self._lease_call(keys)
@@ -779,7 +811,7 @@ class Limiter(_LimiterBase):
             return None
         _, breaker, ticket, _ = admitted
         try:
-            charged = self._store.settle(self._rate_plan, keys, self._now(), lease._acquired,
+            charged = self._store.settle(rate_plan, keys, self._now(), lease._acquired,
                                          lease._charged or [], actual)  # fmt: skip
         except StoreError as error:
             self._failed(error, breaker, ticket)
@@ -923,7 +955,7 @@ class AsyncLimiter(_LimiterBase):
         return self._leased(AsyncLease, key, cost, reply, started, lease_id)
 
     async def _release(self, lease: AsyncLease) -> None:
-        if not self._slots:
+        if not lease._plan.slots:
             return
         admitted = self._lease_call(self._slot_keys(lease))
         if admitted is None:
@@ -932,12 +964,12 @@ class AsyncLimiter(_LimiterBase):
         try:
             await self._store.arelease(keys, lease.id)  # type: ignore[arg-type]
         except StoreError as error:
-            self._release_failed(error, breaker, ticket)
+            self._release_failed(error, breaker, ticket, lease._plan)
         else:
             self._finish_reset(breaker, ticket)
 
     async def _renew(self, lease: AsyncLease) -> bool:
-        if not self._slots:
+        if not lease._plan.slots:
             return True
         keys = self._slot_keys(lease)
         admitted = self._lease_call(keys)
@@ -946,7 +978,7 @@ class AsyncLimiter(_LimiterBase):
             return False
         _, breaker, ticket, _ = admitted
         try:
-            reply = await self._store.arenew(keys, self._now(), lease.id, self._leases_ms)  # type: ignore[arg-type]
+            reply = await self._store.arenew(keys, self._now(), lease.id, lease._plan.leases_ms)  # type: ignore[arg-type]
         except StoreError as error:
             self._failed(error, breaker, ticket)
             return False
@@ -954,7 +986,8 @@ class AsyncLimiter(_LimiterBase):
         return reply[0] == 1
 
     async def _settle(self, lease: AsyncLease, actual: int) -> list[int] | None:
-        if self._rate_plan is None:
+        rate_plan = lease._plan.rate_plan
+        if rate_plan is None:
             return []
         keys = self._rate_keys(lease)
         admitted = self._lease_call(keys)
@@ -964,7 +997,7 @@ class AsyncLimiter(_LimiterBase):
         _, breaker, ticket, _ = admitted
         try:
             charged = await self._store.asettle(
-                self._rate_plan, keys, self._now(), lease._acquired, lease._charged or [], actual
+                rate_plan, keys, self._now(), lease._acquired, lease._charged or [], actual
             )
         except StoreError as error:
             self._failed(error, breaker, ticket)

@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
 from ratelimit.errors import ConfigurationError, StoreError
-from ratelimit.policies import FixedWindow, Policy, SlidingWindow, TokenBucket
+from ratelimit.policies import Concurrency, FixedWindow, Policy, SlidingWindow, TokenBucket
 from ratelimit.stores.base import Plan
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ def _policy(code: str, limit: int, period: int, rate: int, unit: int) -> Policy:
         policy = SlidingWindow(limit, span)
     elif code == "t":
         policy = TokenBucket(rate, span, limit)
+    elif code == "c":  # the lease in milliseconds
+        policy = Concurrency(limit, span)
     else:
         raise ValueError(f"unknown algorithm code {code!r}")
     if policy.tick_ms != unit:

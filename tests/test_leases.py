@@ -296,6 +296,92 @@ async def test_a_failed_release_is_logged_once_and_never_raised(
         delattr(store, broken)
 
 
+# Leases under an override: a lease acts on exactly the policies and state keys it was
+# acquired under (the override's when one applied), never on the limiter's own.
+
+
+async def set_override(h: Harness, identifier: str, limits: Any) -> None:
+    result = h.limiter.overrides.set(identifier, limits)
+    if h.is_async:
+        await result
+
+
+async def test_settle_under_an_override_of_another_shape_corrects_the_overrides_state(
+    lane: Lane, clock: Clock
+) -> None:
+    h = lane.limiter([rl.Concurrency(5), rl.FixedWindow(10, 10)], clock=clock)
+    await set_override(h, "u", [rl.TokenBucket(1, 1, burst=20), rl.SlidingWindow(30, 60)])
+    lease = await acquire(h, "u", 6)
+    assert lease.allowed
+    assert [d.remaining for d in lease.decision.details] == [14, 24]
+    clock.advance(1)
+    await call(lease, "settle", 2)
+    d = await h.peek("u", 0)
+    assert [x.policy for x in d.details] == [
+        rl.TokenBucket(1, 1, burst=20),
+        rl.SlidingWindow(30, 60),
+    ]
+    assert [x.remaining for x in d.details] == [18, 28]  # 4 given back to each
+    await call(lease, "settle", 9)  # a higher cost charges the excess there too
+    d = await h.peek("u", 0)
+    assert [x.remaining for x in d.details] == [11, 21]
+    assert await call(lease, "renew") is True  # the override holds no slot: nothing to renew
+    await call(lease, "release")
+    deleted = h.limiter.overrides.delete("u")
+    if h.is_async:
+        await deleted
+    # the limiter's own policies were never touched
+    assert [x.remaining for x in (await h.peek("u", 0)).details] == [5, 10]
+
+
+@pytest.mark.parametrize(
+    "own",
+    [[rl.FixedWindow(100, 60)], [rl.Concurrency(1, lease=10), rl.FixedWindow(100, 60)]],
+    ids=["limiter-without-slots", "limiter-with-another-lease"],
+)
+async def test_release_under_an_override_frees_the_overrides_slot(
+    lane: Lane, clock: Clock, own: list[rl.Policy]
+) -> None:
+    h = lane.limiter(own, clock=clock)
+    await set_override(h, "u", [rl.Concurrency(2, lease=30), rl.FixedWindow(100, 60)])
+    first, second = await acquire(h, "u"), await acquire(h, "u")
+    assert first.allowed and second.allowed
+    full = await acquire(h, "u")
+    assert not full.allowed and full.decision.policy == rl.Concurrency(2, lease=30)
+    await call(first, "release")
+    again = await acquire(h, "u")
+    assert again.allowed and again.decision.details[0].remaining == 0
+    await call(second, "release")
+    await call(again, "release")
+    assert (await h.peek("u", 0)).details[0].remaining == 2  # every slot free again
+
+
+async def test_renew_under_an_override_extends_the_overrides_slot(lane: Lane, clock: Clock) -> None:
+    h = lane.limiter(rl.Concurrency(5, lease=10), clock=clock)
+    await set_override(h, "u", rl.Concurrency(1, lease=2))
+    first = await acquire(h, "u")
+    clock.advance(1500)
+    assert await call(first, "renew") is True
+    clock.advance(1500)  # 3 s after the acquire, 1.5 s after the renew: still held
+    assert not (await acquire(h, "u")).allowed
+    clock.advance(500)  # now + lease from the renew
+    assert (await acquire(h, "u")).allowed
+    assert await call(first, "renew") is False  # expired: not taken back
+
+
+async def test_an_acquire_of_cost_0_under_an_override_takes_the_overrides_slot(
+    lane: Lane, clock: Clock
+) -> None:
+    h = lane.limiter([rl.FixedWindow(100, 60)], clock=clock)
+    await set_override(h, "u", [rl.Concurrency(1, lease=30), rl.FixedWindow(100, 60)])
+    held = await acquire(h, "u", 0)
+    assert held.allowed and held.decision.details[0].remaining == 0
+    assert held.decision.details[1].remaining == 100  # charges nothing
+    assert not (await acquire(h, "u", 0)).allowed
+    await call(held, "release")
+    assert (await acquire(h, "u", 0)).allowed
+
+
 # The differential test: the Lua and the Python twin, the same clock, random leases.
 
 LEASE_POLICIES = [
@@ -308,11 +394,16 @@ LEASE_POLICIES = [
 ]
 
 
-async def _compare_leases(lane: Lane, policy_list: list[rl.Policy], seed: int, n: int) -> int:
+async def _compare_leases(lane: Lane, policy_list: list[rl.Policy], seed: int, n: int,
+                          override: list[rl.Policy] | None = None) -> int:  # fmt: skip
     rng = random.Random(seed)
     clock = Clock()
-    lua = lane.limiter(policy_list, clock=clock, prefix=f"ldiff{seed}")
-    twin = rl.Limiter(policy_list, clock=clock, prefix=f"ldiff{seed}")
+    prefix = f"ldiff{seed}" if override is None else f"ldiffo{seed}"
+    lua = lane.limiter(policy_list, clock=clock, prefix=prefix)
+    twin = rl.Limiter(policy_list, clock=clock, prefix=prefix)
+    if override is not None:  # "b" gets its own policies on both sides
+        await set_override(lua, "b", override)
+        twin.overrides.set("b", override)
     rates = [p.limit for p in policy_list if not isinstance(p, rl.Concurrency)]
     capacity = min(rates, default=10)
     held: list[tuple[Leased, rl.Lease]] = []
@@ -360,6 +451,29 @@ async def test_lua_and_python_twin_agree_on_leases(
     checked = 0
     for seed in range(2):
         checked += await _compare_leases(script_lane, policy_list, seed, 250)
+    assert checked == 500
+
+
+# an identifier's override of another shape: the leases taken under it act on its policies
+LEASE_OVERRIDES = [
+    ([rl.Concurrency(2, lease=5), rl.FixedWindow(6, 10)],
+     [rl.Concurrency(1, lease=3), rl.TokenBucket(3, 1, burst=4)]),
+    ([rl.FixedWindow(5, 4)], [rl.Concurrency(2, lease=2), rl.SlidingWindow(7, 3)]),
+    ([rl.Concurrency(3, lease=2)], [rl.FixedWindow(4, 2)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("policy_list", "override"),
+    LEASE_OVERRIDES,
+    ids=lambda ps: "+".join(p.id for p in ps),
+)
+async def test_lua_and_python_twin_agree_on_leases_under_an_override(
+    script_lane: Lane, policy_list: list[rl.Policy], override: list[rl.Policy]
+) -> None:
+    checked = 0
+    for seed in range(2):
+        checked += await _compare_leases(script_lane, policy_list, seed, 250, override)
     assert checked == 500
 
 

@@ -156,7 +156,7 @@ class MemoryStore(Store, AsyncStore):
                 lease: str) -> Reply:  # fmt: skip
         """Check every policy; when all allow, charge ``cost`` to the rate policies and take a
         slot for ``lease`` in each Concurrency policy. An override applies as in
-        :meth:`evaluate` (with a cost of 0, it takes no slots: as the script does). The reply
+        :meth:`evaluate`, its Concurrency policies taking the slots (as the script does). The reply
         is ``evaluate``'s followed by ``now``. Never raises StoreError."""
         if now is None:
             raise ConfigurationError("MemoryStore needs the time from the limiter")
@@ -164,19 +164,19 @@ class MemoryStore(Store, AsyncStore):
         with self._lock:
             override = self._override(keys[-1], now) if self._overrides else None
             if override is None:
-                reply = self._take(plan, keys, now, cost, lease_number, True)
+                reply = self._take(plan, keys, now, cost, lease_number)
             else:
                 state_keys = self._state_keys(keys[-1], override)
-                reply = self._take(override, state_keys, now, cost, lease_number, cost > 0)
+                reply = self._take(override, state_keys, now, cost, lease_number)
                 reply[0] += 2  # as the script says an override applied
                 reply += override.tail
             reply.append(now)
             return reply
 
-    def _take(self, plan: Plan, keys: Sequence[str], now: int, cost: int, lease: int,
-              slots: bool) -> Reply:  # fmt: skip
+    def _take(self, plan: Plan, keys: Sequence[str], now: int, cost: int,
+              lease: int) -> Reply:  # fmt: skip
         """:meth:`acquire` on ``plan``'s keys, under the lock: all or nothing; Concurrency
-        policies take a slot (when ``slots``) whatever the cost."""
+        policies take a slot whatever the cost (0 included)."""
         steps = plan.steps
         reply = [1]
         stored_states = []
@@ -197,8 +197,6 @@ class MemoryStore(Store, AsyncStore):
                 key = keys[i]
                 check, limit, period, rate = steps[i]
                 if check is slots_check:
-                    if not slots:
-                        continue
                     new, reset = take_slot(stored_states[i], now, period, lease)
                     remaining = reply[4 * i + 2] - 1
                 elif cost:
