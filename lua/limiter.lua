@@ -207,10 +207,12 @@ local function check(keys, argv)
   if reply[1] == 1 and argv[3] == '1' and (cost > 0 or argv[5]) then -- argv[5]: acquire's
     -- charge every policy; after a charge, remaining drops by the cost and the key's TTL is
     -- exactly the time back to full capacity. A lease (acquire) of cost 0 still takes its
-    -- Concurrency slots, in the plan that applied (the override's when there is one).
+    -- Concurrency slots, in the plan that applied (the override's when there is one). A hit
+    -- under an override that holds a Concurrency policy is checked against the slots in
+    -- flight but takes none: only acquire takes (and release frees) a slot.
     for i = 1, n do
       local p = plan[i]
-      if cost > 0 or p[1].slots then
+      if (p[1].slots and argv[5]) or (not p[1].slots and cost > 0) then
         local r = 4 * i - 2
         local t = now
         local tk = ticks[i]

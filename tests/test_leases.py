@@ -713,3 +713,33 @@ async def test_a_shadow_limiter_never_denies_and_a_would_be_denial_holds_nothing
     assert peeked.details[0].remaining == 0 and peeked.details[1].remaining == 8
     await call(held, "release")
     assert (await h.peek("u", 0)).details[0].remaining == 1
+
+
+async def test_a_hit_under_an_override_with_slots_takes_none_and_frees_none(
+    lane: Lane, clock: Clock
+) -> None:
+    """A limiter that hits (no Concurrency of its own) under an override that holds one: the
+    hit is checked against the slots in flight, takes none, and leaves the leases that
+    acquire took in place; the same on every store (the script used to refuse the hit as a
+    store error, and the memory store to overwrite the leases)."""
+    h = lane.limiter("100/minute", clock=clock)
+    await set_override(h, "u", [rl.Concurrency(2, lease=30), rl.FixedWindow(10, 60)])
+    for _ in range(3):
+        d = await h.hit("u")
+        assert d.allowed and d.reason is None
+        assert d.details[0].remaining == 2  # no slot taken by a hit
+    first = await acquire(h, "u")
+    assert first.allowed
+    d = await h.hit("u")  # one of two slots in flight: allowed, and the lease stays counted
+    assert d.allowed and d.reason is None and d.details[0].remaining == 1
+    second = await acquire(h, "u")
+    assert second.allowed
+    denied = await h.hit("u")  # both slots in flight: the override's limit holds
+    assert not denied.allowed and denied.reason is None
+    assert denied.policy == rl.Concurrency(2, lease=30)
+    assert not (await acquire(h, "u")).allowed  # both leases are still counted
+    await call(first, "release")
+    await call(second, "release")
+    after = await h.hit("u")
+    assert after.allowed and after.details[0].remaining == 2
+    assert after.details[1].remaining == 10 - 3 - 1 - 1 - 1 - 1  # 5 hits and 2 leases

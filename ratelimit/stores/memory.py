@@ -137,6 +137,8 @@ class MemoryStore(Store, AsyncStore):
             for i in range(len(steps)):
                 key = keys[i]
                 check, limit, period, rate = steps[i]
+                if check is slots_check:
+                    continue  # a hit is checked against the slots in flight but takes none
                 entry, stored = entries[i]
                 _, remaining, reset, _, new = check(stored, now, limit, period, rate, cost, True)
                 reply[4 * i + 2] = remaining
