@@ -523,3 +523,21 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
     # after "pid (comm)": state is field 3, utime and stime are fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_for(redis_url: str | None) -> tuple[Pinning, Server | None, str]:
+    """The benchmark's server: ``redis_url`` when given (not ours to pin), else one started
+    here pinned to :data:`SERVER_CPU`; this process pinned to :data:`CLIENT_CPU`, and the
+    pinning printed. Returns the pinning, the started server (None for ``redis_url``) and the
+    URL to use."""
+    pinning = Pinning()
+    server = None
+    if redis_url:
+        url = redis_url
+        pinning.notes.append("server given by --redis-url: not pinned by us")
+    else:
+        server = start_server(pinning)
+        url = server.url
+    pin_process(pinning)
+    print(f"pinning: {pinning.describe()}", flush=True)
+    return pinning, server, url

@@ -179,16 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.path.join(HERE, "results", "async.json"))
     args = parser.parse_args(argv)
     run = os.urandom(4).hex()
-    pinning = h.Pinning()
-    server = None
-    if args.redis_url:
-        url = args.redis_url
-        pinning.notes.append("server given by --redis-url: not pinned by us")
-    else:
-        server = h.start_server(pinning)
-        url = server.url
-    h.pin_process(pinning)
-    print(f"pinning: {pinning.describe()}", flush=True)
+    pinning, server, url = h.server_for(args.redis_url)
     started = time.perf_counter()
     try:
         tasks = tuple(int(t) for t in args.tasks.split(","))

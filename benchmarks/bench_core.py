@@ -842,16 +842,7 @@ def main(argv: list[str] | None = None) -> int:
     import redis
     import redis.utils
 
-    pinning = h.Pinning()
-    server = None
-    if args.redis_url:
-        url = args.redis_url
-        pinning.notes.append("server given by --redis-url: not pinned by us")
-    else:
-        server = h.start_server(pinning)
-        url = server.url
-    h.pin_process(pinning)
-    print(f"pinning: {pinning.describe()}", flush=True)
+    pinning, server, url = h.server_for(args.redis_url)
     name, version = server_version(url)
     skipped = [
         f"{dist} not installed: skipped"

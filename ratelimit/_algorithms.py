@@ -87,24 +87,31 @@ def sliding_check(s: State | None, now: int, limit: int, period: int, rate: int,
     return allowed, remaining, reset, retry, None
 
 
+def _bucket_load(s: State | None, now: int, capacity: int, rate: int) -> tuple[int, int]:
+    """A bucket's ``(level, ts)`` refilled up to ``now``, as lua/token_bucket.lua's load: a
+    missing state is a full bucket; never above ``capacity`` (a burst lowered since, by an
+    override)."""
+    if s is None:
+        return capacity, now
+    level, ts = s
+    if now > ts:
+        elapsed = now - ts
+        if elapsed >= -(-(capacity - level) // rate):
+            level = capacity
+        else:
+            level += elapsed * rate
+        ts = now
+    if level > capacity:
+        level = capacity
+    return level, ts
+
+
 def bucket_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
                  charge: bool) -> Result:  # fmt: skip
     """Token bucket; state ``[level, ts]``, one token = ``period`` units, ``rate`` units per
     millisecond. See lua/token_bucket.lua."""
     capacity = limit * period
-    if s is None:
-        level, ts = capacity, now
-    else:
-        level, ts = s
-        if now > ts:
-            elapsed = now - ts
-            if elapsed >= -(-(capacity - level) // rate):
-                level = capacity
-            else:
-                level += elapsed * rate
-            ts = now
-        if level > capacity:  # a burst lowered since (an override): the bucket holds no more
-            level = capacity
+    level, ts = _bucket_load(s, now, capacity, rate)
     lag = ts - now  # > 0 only when this caller's clock is behind the last writer's
     need = cost * period
     allowed = 1
@@ -197,18 +204,7 @@ def bucket_settle(s: State | None, now: int, t_acq: int, limit: int, period: int
     """As :func:`fixed_settle`, for the token bucket (never above its burst; below zero in
     debt)."""
     capacity = limit * period
-    if s is None:
-        level, ts = capacity, now
-    else:
-        level, ts = s
-        if now > ts:
-            elapsed = now - ts
-            if elapsed >= -(-(capacity - level) // rate):
-                level = capacity
-            else:
-                level += elapsed * rate
-            ts = now
-        level = min(level, capacity)  # a burst lowered since (an override), as the load does
+    level, ts = _bucket_load(s, now, capacity, rate)
     level = min(level + (charged - actual) * period, capacity)
     return [level, ts], ts - now - (-(capacity - level) // rate), actual
 
