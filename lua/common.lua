@@ -33,10 +33,9 @@ local function ceil_div(a, b)
   return -floor_div(-a, b)
 end
 
--- Reads a key's state: two or three integers separated by spaces, or nil when the key is
--- absent or holds anything else.
-local function read_state(key, fields)
-  local raw = redis.call('GET', key)
+-- A key's state from its stored value `raw` (as GET or MGET return it): two or three integers
+-- separated by spaces, or nil when the key is absent (false) or holds anything else.
+local function read_state(raw, fields)
   if not raw then
     return nil
   end
@@ -67,6 +66,6 @@ local function write_state(key, ttl, a, b, c)
   else
     value = string.format('%d %d', a, b)
   end
-  redis.call('SET', key, value, 'PX', string.format('%d', ttl))
+  redis.call('SET', key, value, 'PX', ttl) -- an integer: the server prints it exactly
   return ttl
 end

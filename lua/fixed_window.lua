@@ -6,7 +6,8 @@
 -- Policy ARGV: limit (units per window), period (ticks), rate (unused, 0). `now` and every
 -- time below are in ticks (see common.lua); the driver turns replies into milliseconds.
 --
--- load(key, now, limit, period, rate)            -> state {start, count}
+-- load(key, raw, now, limit, period, rate)       -> state {start, count}; raw: the key's
+--                                                   value as read (false: absent)
 -- report(s, now, limit, period, rate, cost)      -> allowed (1/0), remaining, reset_after,
 --                                                   retry_after (for `cost`), ticks, read-only
 -- charge(s, key, now, limit, period, rate, cost) -> ttl_ms: spends `cost` and writes the key
@@ -14,8 +15,8 @@
 --                                                   also reset_after after the charge
 local fixed_window = {}
 
-function fixed_window.load(key, now, limit, period, rate)
-  local s = read_state(key, 2)
+function fixed_window.load(key, raw, now, limit, period, rate)
+  local s = read_state(raw, 2)
   if s and now < s[1] + period then
     return s
   end

@@ -81,17 +81,12 @@ end
 -- the plan as integers for the reply}.
 local shaped, nshaped = {}, 0
 
--- The plan to apply for one identifier: its override's, else `own` (a plan text) on the
--- state keys `keys` (whose last is the identifier's override key). Returns the plan, its
--- state keys, and the override's plan as integers (nil without one); false when the override
--- uses an algorithm this script was built without (an EVALSHA script holds only the limiter's
--- own algorithms). Every entry that checks calls this: one GET of a key usually absent.
-local function resolve(keys, own)
-  local override_key = keys[#keys]
-  local text = redis.call('GET', override_key)
-  if not text then
-    return read_plan(own), keys, nil
-  end
+-- The override that applies to one identifier: `text`, the value of its override key
+-- `override_key` (read by the caller with the state keys, in one MGET). Returns the
+-- override's plan, its state keys and its plan as integers for the reply; false when it uses
+-- an algorithm this script was built without (an EVALSHA script holds only the limiter's own
+-- algorithms).
+local function resolve(override_key, text)
   local shape = shaped[text]
   if not shape then
     local words = {}
@@ -135,13 +130,17 @@ end
 
 local function forget(keys, argv)
   local deleted = 0
-  for i = 1, #keys - 1 do
+  local n = #keys
+  for i = 1, n - 1 do
     deleted = deleted + redis.call('DEL', keys[i])
   end
-  local _, state, tail = resolve(keys, '')
-  if tail then
-    for i = 1, #state do
-      deleted = deleted + redis.call('DEL', state[i])
+  local text = redis.call('GET', keys[n])
+  if text then
+    local plan, state = resolve(keys[n], text)
+    if plan then
+      for i = 1, #state do
+        deleted = deleted + redis.call('DEL', state[i])
+      end
     end
   end
   return {deleted}
@@ -161,14 +160,23 @@ end
 local function check(keys, argv)
   local now = now_ms(argv)
   local cost = tonumber(argv[2])
+  -- one read for the state of every policy and the override: the override key is last, and
+  -- usually absent
+  local values = redis.call('MGET', unpack(keys))
   local plan, tail
-  plan, keys, tail = resolve(keys, argv[4]) -- overrides
-  if not plan then
-    return {-1} -- the client sends the same call to the script with every algorithm
+  local text = values[#keys]
+  if text then -- an override: its plan, on its own state keys
+    plan, keys, tail = resolve(keys[#keys], text)
+    if not plan then
+      return {-1} -- the client sends the same call to the script with every algorithm
+    end
+    values = redis.call('MGET', unpack(keys))
+  else
+    plan = read_plan(argv[4])
   end
   local n = #plan
   local reply = {1}
-  local states, ticks = {}, {}
+  local states, ticks = {}, nil -- ticks: only for policies counted in coarser units
   for i = 1, n do
     local p = plan[i]
     local algorithm, limit, period, rate, unit = p[1], p[2], p[3], p[4], p[5]
@@ -177,7 +185,7 @@ local function check(keys, argv)
       t = floor_div(now, unit)
       off = now - t * unit
     end
-    local s = algorithm.load(keys[i], t, limit, period, rate)
+    local s = algorithm.load(keys[i], values[i], t, limit, period, rate)
     local c = cost
     if cost > limit and not algorithm.slots then -- never holdable (an override's policy):
       -- as found, denied below (a Concurrency slot is one whatever the cost)
@@ -191,6 +199,7 @@ local function check(keys, argv)
       if retry > 0 then
         retry = retry * unit - off
       end
+      ticks = ticks or {}
       ticks[i] = {t, off}
     end
     if c ~= cost then
@@ -215,7 +224,7 @@ local function check(keys, argv)
       if (p[1].slots and argv[5]) or (not p[1].slots and cost > 0) then
         local r = 4 * i - 2
         local t = now
-        local tk = ticks[i]
+        local tk = ticks and ticks[i]
         if tk then
           t, tick.unit, tick.off = tk[1], p[5], tk[2]
         else
