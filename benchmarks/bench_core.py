@@ -413,11 +413,10 @@ def bench_levers(url: str, run: str) -> list[dict[str, Any]]:
             policies = our_policies(algorithm, n)
             plan = Plan(policies)
 
-            def args(
-                i: int, name: str, policies: list[Any] = policies, spec: str = plan.spec
-            ) -> tuple[Any, ...]:
-                keys = [f"rlbench-{run}-lever:{{u{i & 7}}}:{p.id}" for p in policies]
-                return (name, len(keys), *keys, "", 1, "1", spec)
+            def args(i: int, name: str, plan: Plan = plan) -> tuple[Any, ...]:
+                head = f"rlbench-{run}-lever:{{u{i & 7}}}:"  # the store's key layout:
+                keys = [head + state for state in plan.state_ids] + [head + "override"]
+                return (name, len(keys), *keys, "", 1, "1", plan.spec)
 
             subset = lib.script_for("check", plan.codes)
             client.script_load(subset.text)
