@@ -63,9 +63,21 @@ IMPORT_TARGET = 0.25  # our import time / limits', at most
 OURS = "ratelimit"
 FLOOR = "floor (INCR + PEXPIRE script)"
 RETURN_1 = "floor (EVALSHA return 1)"
-FLOORS = (FLOOR, RETURN_1)
+CONTRACT = "floor (TIME + MGET + SET script)"
+FLOORS = (FLOOR, RETURN_1, CONTRACT)
 COUNT_SCRIPT = (
     "local n = redis.call('INCR', KEYS[1])\nredis.call('PEXPIRE', KEYS[1], ARGV[1])\nreturn n"
+)
+# The least work a check under our contract can do, one policy, without any logic: the
+# server's TIME (DESIGN: app servers with skewed clocks agree), one read of the state and of
+# the override key (the decision comes before the charge: a denial spends nothing), one write
+# with its TTL, and the numbers a response's headers need (allowed, then allowed, remaining,
+# reset_after and retry_after of the policy).
+CONTRACT_SCRIPT = (
+    "local t = redis.call('TIME')\n"
+    "local v = redis.call('MGET', KEYS[1], KEYS[2])\n"
+    "redis.call('SET', KEYS[1], t[1] .. ' 1', 'PX', 60000)\n"
+    "return {1, 1, 999999, 60000, 0}"
 )
 # the commands whose INFO commandstats make a contender's "script" figures
 SCRIPT_COMMANDS = ("evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro")
@@ -278,10 +290,21 @@ def bench_redis(url: str, run: str, s: Settings, server_pid: int | None) -> list
     return_1_sha = client.script_load("return 1")
     count_sha = client.script_load(COUNT_SCRIPT)
     count_keys = {key: f"rlbench-{run}-floor:{key}" for key in KEYS}
+    contract_sha = client.script_load(CONTRACT_SCRIPT)
+    contract_keys = {
+        key: (
+            f"rlbench-{run}-contract:{{{key}}}:f60000",
+            f"rlbench-{run}-contract:{{{key}}}:override",
+        )
+        for key in KEYS
+    }
     execute = client.execute_command
 
     def count_floor(key: str) -> object:
         return execute("EVALSHA", count_sha, 1, count_keys[key], 60_000)
+
+    def contract_floor(key: str) -> object:
+        return execute("EVALSHA", contract_sha, 2, *contract_keys[key])
 
     # Ours as the README builds it: RedisStore.from_url (a blocking pool, no retries), with
     # one-second socket timeouts instead of 50 ms so that a loaded machine's slow call is
@@ -308,6 +331,7 @@ def bench_redis(url: str, run: str, s: Settings, server_pid: int | None) -> list
                 RETURN_1: Contender(
                     functools.partial(execute, "EVALSHA", return_1_sha, 1), lambda r: r == 1
                 ),
+                CONTRACT: Contender(contract_floor, lambda r: isinstance(r, list) and r[0] == 1),
                 OURS: ours(algorithm, n, store, f"rlbench-{run}-ours"),
             }
             if limits_storage is not None:
@@ -334,6 +358,7 @@ def bench_redis(url: str, run: str, s: Settings, server_pid: int | None) -> list
                 row["x_floor_paired"] = round(h.paired_ratio(result, floor), 4)
                 row["x_floor_p50"] = round(result.latency_us(50) / floor.latency_us(50), 4)
                 row["x_return_1"] = round(results[RETURN_1].ops / result.ops, 4)
+                row["x_contract"] = round(results[CONTRACT].ops / result.ops, 4)
                 row.update(cpu_figures(result))
                 if contenders[name].note:
                     row["note"] = contenders[name].note
@@ -372,7 +397,7 @@ def bench_levers(url: str, run: str) -> list[dict[str, Any]]:
     it resets the server's statistics): ``usec_per_call`` of
     ``FCALL`` of the function library against ``EVALSHA`` of the whole script (which rebuilds
     every function of the chunk on each call) and of the script with only the limiter's
-    algorithms (what the cluster and Upstash stores send), beside the two floors; 5,000
+    algorithms (what the cluster and Upstash stores send), beside the three floors; 5,000
     pipelined calls, best of five, so that only the server's work is measured."""
     import redis
 
@@ -386,6 +411,7 @@ def bench_levers(url: str, run: str) -> list[dict[str, Any]]:
     client.script_load(check.text)
     count_sha = client.script_load(COUNT_SCRIPT)
     return_1_sha = client.script_load("return 1")
+    contract_sha = client.script_load(CONTRACT_SCRIPT)
 
     def usec_per_call(command: str, args: Callable[[int], tuple[Any, ...]]) -> float:
         best = float("inf")
@@ -407,6 +433,18 @@ def bench_levers(url: str, run: str) -> list[dict[str, Any]]:
             ),
         },
         {"case": RETURN_1, "usec_per_call": usec_per_call("EVALSHA", lambda i: (return_1_sha, 0))},
+        {
+            "case": CONTRACT,
+            "usec_per_call": usec_per_call(
+                "EVALSHA",
+                lambda i: (
+                    contract_sha,
+                    2,
+                    f"rlbench-{run}-lever:{{c{i & 7}}}:f60000",
+                    f"rlbench-{run}-lever:{{c{i & 7}}}:override",
+                ),
+            ),
+        },
     ]
     for algorithm in ALGORITHMS:
         for n in (1, 2):
@@ -634,6 +672,10 @@ def summary_table(report: dict[str, Any]) -> str:
     lines = [
         ["floor (`INCR` + `PEXPIRE` script)", *cells(pick(None, 1, FLOOR) + pick(None, 2, FLOOR))],
         ["floor (`return 1`)", *cells(pick(None, 1, RETURN_1) + pick(None, 2, RETURN_1))],
+        [
+            "floor (`TIME` + `MGET` + `SET` script: our contract, no logic)",
+            *cells(pick(None, 1, CONTRACT) + pick(None, 2, CONTRACT)),
+        ],
     ]
     for algorithm, label in (("fixed_window", "fixed window"), ("sliding_window", "sliding "
                                                                  "window counter")):  # fmt: skip
