@@ -27,7 +27,7 @@ neither.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple, TypeAlias
+from typing import TypeAlias
 
 State: TypeAlias = list[int]
 #: what a report returns: (allowed 1/0, remaining, reset_after, retry_after), in ticks
@@ -290,25 +290,19 @@ Charge: TypeAlias = Callable[[State, int, int, int, int, int], int]
 Settle: TypeAlias = Callable[[State | None, int, int, int, int, int, int, int], Settled]
 
 
-class Algorithm(NamedTuple):
-    """One algorithm: the twin of its Lua table in ``algorithms``."""
-
-    load: Load
-    report: Reporter
-    charge: Charge
-    #: None for Concurrency, which has no settle (a lease's slot is one whatever the cost)
-    settle: Settle | None
-    #: one slot per lease whatever the cost (Concurrency), as the Lua table's ``slots``
-    slots: bool
-
+#: One algorithm, the twin of its Lua table in ``algorithms``: ``(load, report, charge, settle,
+#: slots)``; ``settle`` is None for Concurrency (a lease's slot is one whatever the cost), and
+#: ``slots`` is true for it alone (one slot per lease whatever the cost, as the Lua table's
+#: ``slots``). A plain tuple: the driver unpacks it on every check, which is quicker than a
+#: named tuple's.
+Algorithm: TypeAlias = tuple[Load, Reporter, Charge, "Settle | None", bool]
 
 #: Algorithm code (as in the scripts' ARGV) -> the algorithm: the Lua's ``algorithms`` table.
 ALGORITHMS: dict[str, Algorithm] = {
-    "f": Algorithm(fixed_window_load, fixed_window_report, fixed_window_charge,
-                   fixed_window_settle, False),
-    "s": Algorithm(sliding_window_load, sliding_window_report, sliding_window_charge,
-                   sliding_window_settle, False),
-    "t": Algorithm(token_bucket_load, token_bucket_report, token_bucket_charge,
-                   token_bucket_settle, False),
-    "c": Algorithm(concurrency_load, concurrency_report, concurrency_charge, None, True),
+    "f": (fixed_window_load, fixed_window_report, fixed_window_charge, fixed_window_settle, False),
+    "s": (sliding_window_load, sliding_window_report, sliding_window_charge,
+          sliding_window_settle, False),
+    "t": (token_bucket_load, token_bucket_report, token_bucket_charge, token_bucket_settle,
+          False),
+    "c": (concurrency_load, concurrency_report, concurrency_charge, None, True),
 }  # fmt: skip

@@ -5,10 +5,10 @@ One function per entry of the script (``entries``: :func:`check`, :func:`forget`
 the Lua's order and with its comments, over the algorithms of :mod:`ratelimit._algorithms`.
 Where the Lua calls ``redis.call``, the twin reads and writes ``db``, the memory store's
 :class:`~ratelimit.stores.memory.Keyspace`: a key's state with its expiry (``GET``/``SET PX``:
-``db.get``/``db.put``), ``DEL`` (``db.drop``) and the overrides (``db.override``). The entries
-take the memory store's arguments (a :class:`~ratelimit.stores.base.Plan`, ``now`` in
-milliseconds, ...) where the script takes ARGV text, and run under the store's lock, as a
-script runs atomically; they never take it.
+``db.get``/``db.put``), ``DEL`` (``db.drop``) and an override key's plan (``db.override``).
+The entries take the memory store's arguments (a :class:`~ratelimit.stores.base.Plan`,
+``now`` in milliseconds, ...) where the script takes ARGV text, and run under the store's
+lock, as a script runs atomically; they never take it.
 
 :func:`check_one` is :func:`check` for a plan of one policy that no override replaces, without
 the reply list: the memory store's hit and peek, the hot path (change it with :func:`check`).
@@ -33,9 +33,6 @@ __all__ = ["ENTRIES", "Result", "acquire", "check", "check_one", "forget", "rele
 #: check_one's result: (allowed, remaining, reset_ms, retry_ms, the state stored or None).
 Result: TypeAlias = tuple[int, int, int, int, "State | None"]
 
-#: resolve's plan for forget, which has none of its own (the Lua's read_plan(''))
-_NO_PLAN = Plan(())
-
 
 def _ttl_ms(ttl: int, unit: int, off: int) -> int:
     """A TTL of ``ttl`` ticks in milliseconds, at least 1: ``write_state`` in common.lua."""
@@ -50,28 +47,26 @@ def _ttl_ms(ttl: int, unit: int, off: int) -> int:
 # that key's head and its plan's state ids (Plan.state_ids and Plan.tail are the Lua's `shaped`).
 
 
-def resolve(db: Keyspace, keys: Sequence[str], own: Plan,
-            now: int | None) -> tuple[Plan, Sequence[str], tuple[int, ...] | None]:  # fmt: skip
-    """The plan to apply for one identifier: its override's, else ``own`` on the state keys
-    ``keys`` (whose last is the identifier's override key). Returns the plan, its state keys,
-    and the override's plan as integers (None without one). (The Lua's ``false``, an override
-    needing an algorithm the script lacks, cannot happen: the twin has them all.)"""
-    override_key = keys[-1]
-    plan = db.override(override_key, now)
-    if plan is None:
-        return own, keys, None
-    head = override_key[: -len("override")]
-    return plan, [head + state_id for state_id in plan.state_ids], plan.tail
+def resolve(override_key: str, override: Plan) -> tuple[Plan, list[str], tuple[int, ...]]:
+    """The override that applies to one identifier: ``override``, the plan kept at its
+    override key ``override_key`` (read by the caller with the state keys). Returns the
+    override's plan, its state keys and its plan as integers for the reply. (The Lua's
+    ``false``, an override needing an algorithm the script lacks, cannot happen: the twin has
+    them all.)"""
+    head = override_key[: -len("override")]  # without 'override'
+    return override, [head + state_id for state_id in override.state_ids], override.tail
 
 
 def forget(db: Keyspace, keys: Sequence[str]) -> int:
     """The ``forget`` entry (reset): deletes the state keys and, when an override is set, the
     state keys of its policies; never the override. Returns the count deleted."""
     deleted = 0
-    for i in range(len(keys) - 1):
+    n = len(keys)
+    for i in range(n - 1):
         deleted += db.drop(keys[i])
-    _, state, tail = resolve(db, keys, _NO_PLAN, None)
-    if tail is not None:
+    override = db.override(keys[n - 1], None)
+    if override is not None:
+        _, state, _ = resolve(keys[n - 1], override)
         for key in state:
             deleted += db.drop(key)
     return deleted
@@ -86,16 +81,18 @@ def check(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, cost: int, ch
     one) on ``keys`` at ``now`` (ms); when ``charge`` and all allow, charges ``cost`` to every
     rate policy, and with a ``lease`` (the acquire entry) takes a slot for it in every
     Concurrency policy. Returns the script's reply."""
+    # the override key is last, and usually absent (has_overrides: none anywhere)
+    override = db.override(keys[-1], now) if db.has_overrides else None
     tail = None
-    if db.has_overrides:  # (the Lua's GET of an override key, usually absent)
-        plan, keys, tail = resolve(db, keys, plan, now)  # overrides
+    if override is not None:  # an override: its plan, on its own state keys
+        plan, keys, tail = resolve(keys[-1], override)
     steps = plan.steps
     n = len(steps)
     entries = db.entries
     reply = [1]
     states = []
     for i in range(n):
-        algorithm, limit, period, rate, unit = steps[i]
+        (load, report, _, _, slots), limit, period, rate, unit = steps[i]
         t, off = now, 0
         if unit != 1:
             t = now // unit
@@ -107,12 +104,12 @@ def check(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, cost: int, ch
             entries.move_to_end(keys[i])
             if entry[1] >= now:
                 stored = entry[0]
-        s = algorithm.load(stored, t, limit, period, rate)
+        s = load(stored, t, limit, period, rate)
         c = cost
-        if cost > limit and not algorithm.slots:  # never holdable (an override's policy):
+        if cost > limit and not slots:  # never holdable (an override's policy):
             # as found, denied below (a Concurrency slot is one whatever the cost)
             c = 0
-        allowed, remaining, reset, retry = algorithm.report(s, t, limit, period, rate, c)
+        allowed, remaining, reset, retry = report(s, t, limit, period, rate, c)
         if unit != 1:  # ticks to milliseconds, counted from `now`
             if reset > 0:
                 reset = reset * unit - off
@@ -132,8 +129,8 @@ def check(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, cost: int, ch
         # under an override that holds a Concurrency policy is checked against the slots in
         # flight but takes none: only acquire takes (and release frees) a slot.
         for i in range(n):
-            algorithm, limit, period, rate, unit = steps[i]
-            if algorithm.slots:
+            (_, _, charge_, _, slots), limit, period, rate, unit = steps[i]
+            if slots:
                 if lease is None:
                     continue
                 spend, used = lease, 1  # the lease's id, and one slot used
@@ -143,12 +140,10 @@ def check(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, cost: int, ch
                 continue
             s = states[i]
             if unit == 1:  # (the Lua keeps each policy's tick; recomputing it costs less here)
-                ttl = algorithm.charge(s, now, limit, period, rate, spend)
+                ttl = charge_(s, now, limit, period, rate, spend)
             else:
                 t = now // unit
-                ttl = _ttl_ms(
-                    algorithm.charge(s, t, limit, period, rate, spend), unit, now - t * unit
-                )
+                ttl = _ttl_ms(charge_(s, t, limit, period, rate, spend), unit, now - t * unit)
             entry = entries.get(keys[i])
             if entry is None:
                 db.put(keys[i], s, now + ttl, now)
@@ -171,8 +166,7 @@ def check_one(db: Keyspace, step: Step, key: str, now: int, cost: int, charge: b
 
     Unlike the entries, it takes ``db.lock`` itself: it is the memory store's ``check_one``
     (the limiter's hit and peek on one policy), with nothing in between."""
-    algorithm, limit, period, rate, unit = step
-    load, report, charge_, _, slots = algorithm
+    (load, report, charge_, _, slots), limit, period, rate, unit = step
     entries = db.entries
     lock = db.lock
     lock.acquire()  # (acquire and try/finally cost less than `with`: measured)
@@ -268,13 +262,12 @@ def settle(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, acquired: in
     Returns the cost now charged in each (the script's reply without its leading ``now``)."""
     settled = []
     for i in range(len(charged)):
-        algorithm, limit, period, rate, unit = plan.steps[i]
+        (_, _, _, settle_one, _), limit, period, rate, unit = plan.steps[i]
         t, off, t_acq = now, 0, acquired
         if unit != 1:
             t = now // unit
             off = now - t * unit
             t_acq = acquired // unit
-        settle_one = algorithm.settle
         if settle_one is None:  # as the Lua errs: only rate policies settle
             raise TypeError(f"a policy of code {plan.spec.split()[5 * i]!r} has no settle")
         new, ttl, after = settle_one(db.get(keys[i], now), t, t_acq, limit, period, rate,

@@ -76,12 +76,12 @@ def test_the_twin_has_each_lua_algorithm_function_with_its_name_in_its_order() -
     # and ALGORITHMS, the Lua's `algorithms` table, holds them
     for code, table in tables.items():
         algorithm = ALGORITHMS[code]
-        for part in ("load", "report", "charge", "settle"):
+        for at, part in enumerate(("load", "report", "charge", "settle")):
             twin = getattr(_algorithms, f"{table}_{part}", None)
-            assert getattr(algorithm, part) is twin, (code, part)
+            assert algorithm[at] is twin, (code, part)
             assert (twin is None) == (f"{table}_{part}" not in lua), (code, part)
         slots = re.search(rf"^local {table} = \{{slots = true\}}", _lua_all(), re.M) is not None
-        assert algorithm.slots is slots, code
+        assert algorithm[4] is slots, code
 
 
 def _lua_all() -> str:
@@ -139,17 +139,17 @@ def test_load_and_report_never_change_what_they_are_given(
     case: tuple[str, State | None, int, int, int, int, int],
 ) -> None:
     code, stored, now, limit, period, rate, cost = case
-    algorithm = ALGORITHMS[code]
+    load, report, charge, _, slots = ALGORITHMS[code]
     before = copy.deepcopy(stored)
-    s = algorithm.load(stored, now, limit, period, rate)
+    s = load(stored, now, limit, period, rate)
     assert stored == before  # a load reads only
     loaded = list(s)
-    allowed, remaining, reset, retry = algorithm.report(s, now, limit, period, rate, cost)
+    allowed, remaining, reset, retry = report(s, now, limit, period, rate, cost)
     assert s == loaded  # a report reads only
     assert remaining >= 0 and reset >= 0
     assert (retry == 0) if allowed else (retry > 0)
-    if allowed and cost and not algorithm.slots:
-        ttl = algorithm.charge(s, now, limit, period, rate, cost)
+    if allowed and cost and not slots:
+        ttl = charge(s, now, limit, period, rate, cost)
         assert ttl > 0
         if s is not stored:  # a charge spends in the loaded state only
             assert stored == before
