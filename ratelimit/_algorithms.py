@@ -1,19 +1,27 @@
-"""The Python twin of the Lua scripts in ``lua/``, for the memory store.
+"""The Python twin of the algorithm files in ``lua/``, for the memory store.
 
-One function per algorithm does what its Lua file's ``load``, ``report`` and ``charge`` do
-together, with the same integer arithmetic (Python's ints are exact, so ``//`` plays the part
-of ``floor_div``)::
+One section per Lua file, in the order of ``LUA_FILES`` (``ratelimit/scripts.py``), and in
+each the functions of its Lua table, with the same names (``fixed_window.load`` is
+:func:`fixed_window_load`), arguments, order and integer arithmetic (Python's ints are exact,
+so ``//`` plays the part of ``floor_div`` and ``-(-a // b)`` of ``ceil_div``)::
 
-    check(stored, now, limit, period, rate, cost, charge)
-        -> (allowed, remaining, reset_ms, retry_ms, new_state)
+    <algorithm>_load(s, now, limit, period, rate)          -> state
+    <algorithm>_report(s, now, limit, period, rate, cost)  -> (allowed, remaining, reset, retry)
+    <algorithm>_charge(s, now, limit, period, rate, cost)  -> ttl (ticks)
+    <algorithm>_settle(s, now, t_acq, limit, period, rate, charged, actual)
+                                                           -> (state or None, ttl, cost charged)
 
-``stored`` is the key's state or None. When ``charge`` is true, ``cost`` is positive and the
-policy allows it, ``new_state`` is the state after the charge (else None): ``stored`` itself,
-updated in place, or a new list when ``stored`` is None, so that a charge allocates nothing for
-a key that exists. Otherwise ``stored`` is left as it is. ``remaining`` and ``reset_ms``
-describe the state after the charge, and ``reset_ms`` is also the key's TTL. The differential
-test runs these and the Lua on a real server side by side and demands the same decisions:
-change both or neither.
+Where a Lua function takes a key and reads it (``read_state``) or writes it (``write_state``),
+its twin takes the key's stored state (``s``: None when absent or expired) and returns what to
+write: the driver (:mod:`ratelimit._driver`, the twin of ``lua/limiter.lua``) reads and writes
+the memory store and turns ticks into milliseconds, as ``write_state`` and the Lua driver do.
+
+A ``load`` never changes the stored state it is given: it returns that same list when nothing
+needs to change (so that a charge, which spends in the loaded state, updates the store in
+place and allocates nothing), else a new one. A ``report`` only reads. The differential tests
+run the twin and the Lua on a real server side by side and demand the same decisions, and
+``tests/test_twin.py`` that both have the same functions in the same order: change both or
+neither.
 """
 
 from __future__ import annotations
@@ -22,197 +30,279 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 State: TypeAlias = list[int]
-Result: TypeAlias = tuple[int, int, int, int, "State | None"]
-Check: TypeAlias = Callable[[State | None, int, int, int, int, int, bool], Result]
-# A settle's (new state or None when unchanged, its TTL in ticks, the cost now charged)
+#: what a report returns: (allowed 1/0, remaining, reset_after, retry_after), in ticks
+Report: TypeAlias = tuple[int, int, int, int]
+#: what a settle returns: (the new state or None when unchanged, its TTL in ticks, the cost
+#: now charged)
 Settled: TypeAlias = tuple["State | None", int, int]
 
+# ---- common.lua -------------------------------------------------------------------------------
+# floor_div and ceil_div: Python's // on ints. read_state and write_state: the driver's reads and
+# writes of the memory store (ratelimit/_driver.py). tick: the driver's (t, off).
 
-def fixed_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
-                charge: bool) -> Result:  # fmt: skip
-    """Fixed window; state ``[start, count]``. See lua/fixed_window.lua."""
-    if s is None or now >= s[0] + period:
-        start, count = now, 0
-    else:
-        start, count = s
-    end = start + period - now
-    if count + cost > limit:  # remaining 0 when a lowered limit (an override) is overspent
-        return 0, max(limit - count, 0), end if count > 0 else 0, end, None
-    if charge and cost:
-        if s is None:
-            return 1, limit - count - cost, end, 0, [start, count + cost]
-        s[0] = start
-        s[1] = count + cost
-        return 1, limit - count - cost, end, 0, s
-    return 1, limit - count, end if count > 0 else 0, 0, None
+# ---- fixed_window.lua ------------------------------------------------------------------------
+# State [start, count]: the window opened at `start` (tick) and `count` units were spent in it.
 
 
-def sliding_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
-                  charge: bool) -> Result:  # fmt: skip
-    """Weighted two-window counter; state ``[start, prev, cur]``. See lua/sliding_window.lua."""
-    start, prev, cur = now, 0, 0
+def fixed_window_load(s: State | None, now: int, limit: int, period: int, rate: int) -> State:
+    """The stored window while it is open, else a new one at ``now``."""
+    if s is not None and now < s[0] + period:
+        return s
+    return [now, 0]
+
+
+def fixed_window_report(s: State, now: int, limit: int, period: int, rate: int,
+                        cost: int) -> Report:  # fmt: skip
+    """(allowed, remaining, reset_after, retry_after for ``cost``), ticks; read-only."""
+    start, count = s
+    reset = 0
+    if count > 0:
+        reset = start + period - now
+    if count + cost <= limit:
+        return 1, limit - count, reset, 0
+    remaining = limit - count
+    if remaining < 0:  # spent more than a lowered limit (an override): none left
+        remaining = 0
+    return 0, remaining, reset, start + period - now
+
+
+def fixed_window_charge(s: State, now: int, limit: int, period: int, rate: int, cost: int) -> int:
+    """Spends ``cost`` in ``s``; returns its TTL in ticks (also reset_after after the charge)."""
+    s[1] += cost
+    return s[0] + period - now
+
+
+# ---- sliding_window.lua ----------------------------------------------------------------------
+# State [start, prev, cur]: the current window opened at `start` (tick); `cur` units were spent
+# in it and `prev` in the window before. Admitted iff, with e = now - start,
+#     prev * (period - e) + (cur + cost) * period <= limit * period
+# compared exactly in integers.
+
+
+def sliding_window_load(s: State | None, now: int, limit: int, period: int, rate: int) -> State:
+    """The stored windows slid to ``now`` (a new list when they slid), else new ones."""
     if s is not None:
-        a, b, c = s
-        if now >= a + period:
-            windows = (now - a) // period
-            b, c = (c, 0) if windows == 1 else (0, 0)
-            a += windows * period
-        if b > 0 or c > 0:
-            start, prev, cur = a, b, c
-    e = now - start if now > start else 0
-    weighted = prev * (period - e)
-    remaining = limit - cur + (-weighted // period)  # limit - cur - ceil(weighted / period)
+        start, prev, cur = s
+        if now >= start + period:
+            windows = (now - start) // period
+            if windows == 1:
+                prev, cur = cur, 0
+            else:
+                prev, cur = 0, 0
+            start += windows * period
+            s = [start, prev, cur]
+        if prev > 0 or cur > 0:
+            return s
+    return [now, 0, 0]
+
+
+def sliding_window_report(s: State, now: int, limit: int, period: int, rate: int,
+                          cost: int) -> Report:  # fmt: skip
+    """As :func:`fixed_window_report`."""
+    start, prev, cur = s
+    e = now - start
+    if e < 0:
+        e = 0
+    remaining = limit - cur + (-(prev * (period - e)) // period)  # - ceil_div(prev * ..)
     if remaining < 0:
         remaining = 0
-    allowed = 1
-    retry = 0
-    if weighted + (cur + cost) * period <= limit * period:
-        if charge and cost:
-            if s is None:
-                return 1, remaining - cost, start + 2 * period - now, 0, [start, prev, cur + cost]
-            s[0] = start
-            s[1] = prev
-            s[2] = cur + cost
-            return 1, remaining - cost, start + 2 * period - now, 0, s
-    elif cur + cost <= limit:  # later in this window, once prev's weight has shrunk enough
-        allowed, retry = 0, start + period - (limit - cur - cost) * period // prev - now
-    else:  # in the next window, where cur becomes the weighted previous count
-        allowed, retry = 0, start + 2 * period - (limit - cost) * period // cur - now
+    reset = 0
     if cur > 0:
         reset = start + 2 * period - now
     elif prev > 0:
         reset = start + period - now
+    if prev * (period - e) + (cur + cost) * period <= limit * period:
+        return 1, remaining, reset, 0
+    if cur + cost <= limit:
+        # later in this window, once prev's weight has shrunk enough
+        retry = start + period - (limit - cur - cost) * period // prev - now
     else:
-        reset = 0
-    return allowed, remaining, reset, retry, None
+        # in the next window, where cur becomes the weighted previous count
+        retry = start + 2 * period - (limit - cost) * period // cur - now
+    return 0, remaining, reset, retry
 
 
-def _bucket_load(s: State | None, now: int, capacity: int, rate: int) -> tuple[int, int]:
-    """A bucket's ``(level, ts)`` refilled up to ``now``, as lua/token_bucket.lua's load: a
-    missing state is a full bucket; never above ``capacity`` (a burst lowered since, by an
-    override)."""
+def sliding_window_charge(s: State, now: int, limit: int, period: int, rate: int,
+                          cost: int) -> int:  # fmt: skip
+    """As :func:`fixed_window_charge`."""
+    s[2] += cost
+    return s[0] + 2 * period - now
+
+
+# ---- token_bucket.lua ------------------------------------------------------------------------
+# One token is `period` units and the bucket gains `rate` units per tick; it holds `limit` (the
+# burst) tokens, `limit * period` units. State [level, ts]: `level` units held at `ts` (tick). A
+# missing state is a full bucket.
+
+
+def token_bucket_load(s: State | None, now: int, limit: int, period: int, rate: int) -> State:
+    """The stored bucket refilled up to ``now`` (a new list when it changed), else a full one."""
+    capacity = limit * period
     if s is None:
-        return capacity, now
-    level, ts = s
-    if now > ts:
-        elapsed = now - ts
-        if elapsed >= -(-(capacity - level) // rate):
+        return [capacity, now]
+    level = s[0]
+    if now > s[1]:
+        missing = capacity - level
+        elapsed = now - s[1]
+        if elapsed >= -(-missing // rate):
             level = capacity
         else:
             level += elapsed * rate
-        ts = now
-    if level > capacity:
-        level = capacity
-    return level, ts
+        s = [level, now]
+    if level > capacity:  # a burst lowered since (an override): the bucket holds no more
+        s = [capacity, s[1]]
+    return s
 
 
-def bucket_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
-                 charge: bool) -> Result:  # fmt: skip
-    """Token bucket; state ``[level, ts]``, one token = ``period`` units, ``rate`` units per
-    millisecond. See lua/token_bucket.lua."""
+def token_bucket_report(s: State, now: int, limit: int, period: int, rate: int,
+                        cost: int) -> Report:  # fmt: skip
+    """As :func:`fixed_window_report`."""
+    level = s[0]
     capacity = limit * period
-    level, ts = _bucket_load(s, now, capacity, rate)
-    lag = ts - now  # > 0 only when this caller's clock is behind the last writer's
-    need = cost * period
-    allowed = 1
-    retry = 0
-    if level >= need:
-        if charge and cost:
-            level -= need
-            reset = lag - (-(capacity - level) // rate)
-            if s is None:
-                return 1, level // period, reset, 0, [level, ts]
-            s[0] = level
-            s[1] = ts
-            return 1, level // period, reset, 0, s
-    else:
-        allowed, retry = 0, lag - (-(need - level) // rate)
-    reset = lag - (-(capacity - level) // rate) if level < capacity else 0
-    return allowed, max(level // period, 0), reset, retry, None  # level < 0: a settled debt
+    lag = s[1] - now  # > 0 only when this caller's clock is behind the last writer's
+    reset = 0
+    if level < capacity:
+        reset = lag - (-(capacity - level) // rate)
+    if level >= cost * period:
+        return 1, level // period, reset, 0
+    remaining = level // period  # below 0 in debt, after a settle
+    if remaining < 0:
+        remaining = 0
+    return 0, remaining, reset, lag - (-(cost * period - level) // rate)
 
 
-def slots_check(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
-                charge: bool) -> Result:  # fmt: skip
-    """Concurrency; state ``[id_1, expiry_1, id_2, expiry_2, ...]``, a lease in flight while
-    its expiry > now; one slot per lease whatever the cost. Never charges here: a slot is
-    taken by :func:`take_slot`. See lua/concurrency.lua."""
-    live = [e for e in s[1::2] if e > now] if s else []
-    n = len(live)
-    remaining = limit - n if n < limit else 0
-    reset = max(live) - now if n else 0
-    if n + 1 <= limit:
-        return 1, remaining, reset, 0, None
-    return 0, remaining, reset, min(live) - now, None
+def token_bucket_charge(s: State, now: int, limit: int, period: int, rate: int,
+                        cost: int) -> int:  # fmt: skip
+    """As :func:`fixed_window_charge`."""
+    s[0] -= cost * period
+    return s[1] - now - (-(limit * period - s[0]) // rate)
 
 
-def take_slot(s: State | None, now: int, period: int, lease: int) -> tuple[State, int]:
-    """``s`` with its expired leases dropped and ``lease`` added until ``now + period``; and
-    the key's TTL (to its latest lease), as ``concurrency.charge`` does."""
-    new: State = []
-    latest = now + period
+# ---- concurrency.lua -------------------------------------------------------------------------
+# Stored: [id_1, expiry_1, id_2, expiry_2, ...] (the Lua's sorted set: member = lease id, score =
+# expiry in milliseconds); a lease is in flight while its expiry > now. Unit always 1 ms.
+
+
+def concurrency_load(s: State | None, now: int, limit: int, period: int, rate: int) -> State:
+    """State ``[in_flight, oldest live expiry, latest live expiry]`` (0s when nothing is in
+    flight; the oldest only when every slot is taken), followed by the live leases (which the
+    Lua's charge reads from the key again)."""
+    live: State = []
     if s:
         for at in range(0, len(s), 2):
             if s[at + 1] > now:
-                new += s[at : at + 2]
-                latest = max(latest, s[at + 1])
-    new += [lease, now + period]
-    return new, latest - now
+                live += s[at : at + 2]
+    n = len(live) // 2
+    if n == 0:
+        return [0, 0, 0]
+    expiries = live[1::2]
+    return [n, min(expiries) if n >= limit else 0, max(expiries), *live]
 
 
-def fixed_settle(s: State | None, now: int, t_acq: int, limit: int, period: int, rate: int,
-                 charged: int, actual: int) -> Settled:  # fmt: skip
-    """The fixed window as if the lease charged ``charged`` at ``t_acq`` had cost ``actual``:
-    the new state (None when nothing changes), its TTL in ticks, and the cost now charged
-    (``charged`` when nothing could be given back). See lua/settle.lua."""
-    live = s is not None and now < s[0] + period
-    if s is not None and live and s[0] <= t_acq:
-        return [s[0], max(s[1] + actual - charged, 0)], s[0] + period - now, actual
+def concurrency_report(s: State, now: int, limit: int, period: int, rate: int,
+                       cost: int) -> Report:  # fmt: skip
+    """As :func:`fixed_window_report`, for one slot whatever ``cost``."""
+    in_flight = s[0]
+    remaining = limit - in_flight
+    if remaining < 0:
+        remaining = 0
+    reset = 0
+    if in_flight > 0:
+        reset = s[2] - now
+    if in_flight + 1 <= limit:
+        return 1, remaining, reset, 0
+    return 0, remaining, reset, s[1] - now
+
+
+def concurrency_charge(s: State, now: int, limit: int, period: int, rate: int,
+                       lease: int) -> int:  # fmt: skip
+    """Takes a slot for ``lease`` until ``now + period``: ``s`` becomes the state to store (the
+    live leases and this one). The driver passes the lease being acquired where the others
+    take the cost (the Lua's ``lease.id``), and counts one slot used. Returns the TTL (to the
+    latest lease)."""
+    latest = s[2]  # the latest live lease before this one (0: none)
+    del s[:3]  # the live leases: the expired ones are gone (ZREMRANGEBYSCORE)
+    s += (lease, now + period)
+    if latest < now + period:
+        latest = now + period
+    return latest - now
+
+
+# ---- settle.lua ------------------------------------------------------------------------------
+# A lease charged `charged` units at tick `t_acq` turns out to have cost `actual`: the policy is
+# left as if it had cost `actual` when it was charged, as far as the window it was charged in
+# still counts. Each returns what to write (None: nothing) with its TTL, and the cost now charged
+# (`actual`, or still `charged` when nothing could be given back).
+
+
+def fixed_window_settle(s: State | None, now: int, t_acq: int, limit: int, period: int, rate: int,
+                        charged: int, actual: int) -> Settled:  # fmt: skip
+    """settles['f']: the fixed window."""
+    if s is not None and now >= s[0] + period:  # closed: as absent (live is false)
+        s = None
+    if s is not None and s[0] <= t_acq:
+        count = s[1] + actual - charged
+        if count < 0:
+            count = 0
+        return [s[0], count], s[0] + period - now, actual
     if actual > charged:
-        if s is not None and live:
+        if s is not None:
             return [s[0], s[1] + actual - charged], s[0] + period - now, actual
         return [now, actual - charged], period, actual
     return None, 0, charged
 
 
-def sliding_settle(s: State | None, now: int, t_acq: int, limit: int, period: int, rate: int,
-                   charged: int, actual: int) -> Settled:  # fmt: skip
-    """As :func:`fixed_settle`, for the sliding window."""
-    start, prev, cur = now, 0, 0
-    if s is not None:
-        a, b, c = s
-        if now >= a + period:
-            windows = (now - a) // period
-            b, c = (c, 0) if windows == 1 else (0, 0)
-            a += windows * period
-        if b > 0 or c > 0:
-            start, prev, cur = a, b, c
+def sliding_window_settle(s: State | None, now: int, t_acq: int, limit: int, period: int,
+                          rate: int, charged: int, actual: int) -> Settled:  # fmt: skip
+    """settles['s']: the sliding window."""
+    start, prev, cur = sliding_window_load(s, now, limit, period, rate)
     live = prev > 0 or cur > 0
     delta = actual - charged
     if live and start <= t_acq:
-        cur = max(cur + delta, 0)
+        cur = cur + delta
+        if cur < 0:
+            cur = 0
     elif live and start - period <= t_acq:
-        prev = max(prev + delta, 0)
+        prev = prev + delta
+        if prev < 0:
+            prev = 0
     elif delta > 0:
-        cur += delta
+        cur = cur + delta
     else:
         return None, 0, charged
     return [start, prev, cur], start + 2 * period - now, actual
 
 
-def bucket_settle(s: State | None, now: int, t_acq: int, limit: int, period: int, rate: int,
-                  charged: int, actual: int) -> Settled:  # fmt: skip
-    """As :func:`fixed_settle`, for the token bucket (never above its burst; below zero in
-    debt)."""
+def token_bucket_settle(s: State | None, now: int, t_acq: int, limit: int, period: int, rate: int,
+                        charged: int, actual: int) -> Settled:  # fmt: skip
+    """settles['t']: the token bucket (never above its burst; below zero in debt)."""
+    level, ts = token_bucket_load(s, now, limit, period, rate)
     capacity = limit * period
-    level, ts = _bucket_load(s, now, capacity, rate)
-    level = min(level + (charged - actual) * period, capacity)
+    level = level + (charged - actual) * period
+    if level > capacity:
+        level = capacity
     return [level, ts], ts - now - (-(capacity - level) // rate), actual
 
 
+Load: TypeAlias = Callable[[State | None, int, int, int, int], State]
+Reporter: TypeAlias = Callable[[State, int, int, int, int, int], Report]
+Charge: TypeAlias = Callable[[State, int, int, int, int, int], int]
 Settle: TypeAlias = Callable[[State | None, int, int, int, int, int, int, int], Settled]
 
-#: Algorithm code (as in the scripts' ARGV) -> its check.
-ALGORITHMS: dict[str, Check] = {"f": fixed_check, "s": sliding_check, "t": bucket_check,
-                                "c": slots_check}  # fmt: skip
-#: Rate algorithm code -> its settle.
-SETTLES: dict[str, Settle] = {"f": fixed_settle, "s": sliding_settle, "t": bucket_settle}
+
+#: One algorithm, the twin of its Lua table in ``algorithms``: ``(load, report, charge, settle,
+#: slots)``; ``settle`` is None for Concurrency (a lease's slot is one whatever the cost), and
+#: ``slots`` is true for it alone (one slot per lease whatever the cost, as the Lua table's
+#: ``slots``). A plain tuple: the driver unpacks it on every check, which is quicker than a
+#: named tuple's.
+Algorithm: TypeAlias = tuple[Load, Reporter, Charge, "Settle | None", bool]
+
+#: Algorithm code (as in the scripts' ARGV) -> the algorithm: the Lua's ``algorithms`` table.
+ALGORITHMS: dict[str, Algorithm] = {
+    "f": (fixed_window_load, fixed_window_report, fixed_window_charge, fixed_window_settle, False),
+    "s": (sliding_window_load, sliding_window_report, sliding_window_charge,
+          sliding_window_settle, False),
+    "t": (token_bucket_load, token_bucket_report, token_bucket_charge, token_bucket_settle,
+          False),
+    "c": (concurrency_load, concurrency_report, concurrency_charge, None, True),
+}  # fmt: skip

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ratelimit._algorithms import ALGORITHMS, Check, Result, State
+from ratelimit._algorithms import ALGORITHMS, Algorithm
 from ratelimit.errors import StoreError
 from ratelimit.scripts import library
 
@@ -29,25 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["AsyncScriptStore", "AsyncStore", "Plan", "Reply", "ScriptCalls", "ScriptStore", "Store"]
 
 Reply = list[int]
-Step = tuple[Check, int, int, int]
-
-
-def _in_ticks(check: Check, unit: int) -> Check:
-    """``check`` for a policy that counts time in ticks of ``unit`` milliseconds: it sees
-    ``now`` in ticks, and its reset and retry come back in milliseconds from ``now``, as the
-    driver in ``lua/limiter.lua`` computes them."""
-
-    def ticked(s: State | None, now: int, limit: int, period: int, rate: int, cost: int,
-               charge: bool) -> Result:  # fmt: skip
-        t, off = divmod(now, unit)
-        allowed, remaining, reset, retry, new = check(s, t, limit, period, rate, cost, charge)
-        if reset > 0:
-            reset = reset * unit - off
-        if retry > 0:
-            retry = retry * unit - off
-        return allowed, remaining, reset, retry, new
-
-    return ticked
+#: A policy as the Python twin's driver reads it (``read_plan`` in ``lua/limiter.lua``): its
+#: algorithm (ratelimit/_algorithms.py), limit, period, rate and unit, as integers.
+Step = tuple[Algorithm, int, int, int, int]
 
 
 class Plan:
@@ -55,8 +39,7 @@ class Plan:
     ``lua/limiter.lua``, as text and as bytes) and, for the memory store, the Python twin's
     steps. Built once per limiter."""
 
-    __slots__ = ("codes", "periods_ms", "policies", "spec", "spec_bytes", "state_ids", "steps",
-                 "tail")  # fmt: skip
+    __slots__ = ("codes", "policies", "spec", "spec_bytes", "state_ids", "steps", "tail")
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies: tuple[Policy, ...] = tuple(policies)
@@ -69,8 +52,7 @@ class Plan:
         tail: list[int] = []
         for p in self.policies:
             code, limit, period, rate, unit = p._argv
-            check = ALGORITHMS[code] if unit == "1" else _in_ticks(ALGORITHMS[code], int(unit))
-            steps.append((check, int(limit), int(period), int(rate)))
+            steps.append((ALGORITHMS[code], int(limit), int(period), int(rate), int(unit)))
             # the state key's last part, by shape (see "Overrides" in lua/limiter.lua): a
             # changed limit keeps the state, a changed period or unit never reads it
             shape = code + period + ("" if unit == "1" else "t" + unit)
@@ -80,8 +62,6 @@ class Plan:
         self.steps: tuple[Step, ...] = tuple(steps)
         #: The last part of each policy's state key: ``<code><period>[t<unit>][.<k>]``.
         self.state_ids: tuple[str, ...] = tuple(state_ids)
-        #: Each policy's period in milliseconds.
-        self.periods_ms: tuple[int, ...] = tuple(p.period_ms for p in self.policies)
         #: The plan as a script reply names an override's: five integers per policy.
         self.tail: tuple[int, ...] = tuple(tail)
 
