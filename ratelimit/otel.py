@@ -149,8 +149,11 @@ class Metrics:
         try:
             series = self._series[event.prefix][event.policy.id]  # type: ignore[union-attr]
             if event.kind == "allowed":
-                remaining = event.decision.remaining  # type: ignore[union-attr]
-                next(series.near if remaining <= series.threshold else series.far)
+                next(
+                    series.near
+                    if event.decision.remaining <= series.threshold  # type: ignore[union-attr]
+                    else series.far
+                )
             else:
                 next(series.others[event.kind])
         except (KeyError, AttributeError):
