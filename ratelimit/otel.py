@@ -87,10 +87,9 @@ class Metrics:
     A check costs two dict lookups and one count, and no OpenTelemetry call: counts and store
     durations are kept here and handed to the SDK when it collects (its callbacks record the
     durations into the histogram). Thread-safe without a lock (each count is advanced by one
-    C call, atomically; durations wait in a ``deque``). One Metrics may
-    serve many limiters; share it rather than building one per limiter, since each registers
-    its own instruments. Never raises into the limiter. Raises ImportError without
-    ``opentelemetry-api``.
+    C call, atomically; durations wait in a ``deque``). One Metrics may serve many limiters;
+    share it rather than building one per limiter, since each registers its own instruments.
+    Never raises into the limiter. Raises ImportError without ``opentelemetry-api``.
     """
 
     __slots__ = ("_breakers", "_durations", "_histogram", "_series")
