@@ -17,6 +17,8 @@ Instruments (meter ``"ratelimit"``):
 - ``ratelimit.store.duration`` (histogram, seconds): how long store calls took, failed ones
   included, with ``ratelimit.prefix``: the calls the limiter timed (``Event.duration``: every
   call at low traffic, about 100 a second per limiter under load), so its count is a sample.
+  They are kept here and recorded when the SDK collects (at most the :data:`DURATIONS` newest
+  between two collections), so that no check makes an OpenTelemetry call.
 - ``ratelimit.breaker.state`` (observable gauge): 1 while the store of the limiters with that
   ``ratelimit.prefix`` is in an outage (its circuit breaker open), 0 once it answers again.
 
@@ -27,25 +29,53 @@ OpenTelemetry when a :class:`Metrics` is built, not before (``pip install rateli
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
-from itertools import count
+from itertools import repeat
+from operator import length_hint
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ratelimit.events import Event
 
+    _Count = repeat[None]
+
 __all__ = ["Metrics"]
 
 #: Outcomes of a check, as ``ratelimit.outcome`` values.
 OUTCOMES = ("allowed", "denied", "cached", "store_error", "shadow_denied")
+#: Store durations a :class:`Metrics` keeps between two collections (the newest).
+DURATIONS = 10_000
 
-# (outcome, prefix, binding policy's id, near limit): one counter per combination seen.
-_Series = tuple[str, str, str, bool]
+
+# A count is an ``itertools.repeat(None, _FULL)``: ``next`` takes one None from it, atomically
+# (one C call under the GIL, as ``itertools.count``) and, unlike a count, allocates no int.
+_FULL = 2**62
 
 
-def _value(counter: count[int]) -> int:
-    """What ``counter`` has counted (its next value) without advancing it."""
-    return int(repr(counter)[6:-1])  # "count(42)"
+def _count() -> _Count:
+    """A new count, at 0."""
+    return repeat(None, _FULL)
+
+
+def _value(counter: _Count) -> int:
+    """What ``counter`` has counted, without advancing it."""
+    return _FULL - length_hint(counter)
+
+
+class _Series:
+    """The counts of one (prefix, policy): allowed checks far from and near the limit, and the
+    other outcomes, each created at its first check. ``threshold``: the most units an allowed
+    check may leave and count as near the limit (a fifth of the policy's limit, rounded down:
+    ``remaining <= limit // 5`` is ``remaining * 5 <= limit``, without a multiplication)."""
+
+    __slots__ = ("far", "near", "others", "threshold")
+
+    def __init__(self, limit: int) -> None:
+        self.far = _count()
+        self.near = _count()
+        self.others: dict[str, _Count] = {}
+        self.threshold = limit // 5
 
 
 class Metrics:
@@ -54,14 +84,15 @@ class Metrics:
     ``meter_provider``: where the instruments live (default: OpenTelemetry's global provider,
     read when the Metrics is built).
 
-    A check costs a few dict operations and no OpenTelemetry call: counts are kept here and
-    read by the SDK when it collects. Thread-safe without a lock (each count is an
-    ``itertools.count``, advanced atomically). One Metrics may serve many limiters; share it
-    rather than building one per limiter, since each registers its own instruments. Never
-    raises into the limiter. Raises ImportError without ``opentelemetry-api``.
+    A check costs two dict lookups and one count, and no OpenTelemetry call: counts and store
+    durations are kept here and handed to the SDK when it collects (its callbacks record the
+    durations into the histogram). Thread-safe without a lock (each count is advanced by one
+    C call, atomically; durations wait in a ``deque``). One Metrics may serve many limiters;
+    share it rather than building one per limiter, since each registers its own instruments.
+    Never raises into the limiter. Raises ImportError without ``opentelemetry-api``.
     """
 
-    __slots__ = ("_breakers", "_counts", "_histogram")
+    __slots__ = ("_breakers", "_durations", "_histogram", "_series")
 
     def __init__(self, meter_provider: Any = None) -> None:
         from opentelemetry import metrics
@@ -71,25 +102,19 @@ class Metrics:
 
         provider = metrics.get_meter_provider() if meter_provider is None else meter_provider
         meter = provider.get_meter("ratelimit", ratelimit.__version__)
-        self._counts: dict[_Series, count[int]] = {}
+        # prefix -> binding policy's id -> its counts
+        self._series: dict[str, dict[str, _Series]] = {}
         self._breakers: dict[str, int] = {}
+        # (prefix, seconds) of the store calls timed since the last collection
+        self._durations: deque[tuple[str, float]] = deque(maxlen=DURATIONS)
 
         def checks(options: CallbackOptions) -> Iterator[Observation]:
-            totals: dict[tuple[str, str, str, bool], int] = {}
-            for (outcome, prefix, policy, near), counter in list(self._counts.items()):
-                series = (outcome, prefix, policy, near and outcome == "allowed")
-                totals[series] = totals.get(series, 0) + _value(counter)
-            for (outcome, prefix, policy, near), total in totals.items():
-                attributes: dict[str, str | bool] = {
-                    "ratelimit.outcome": outcome,
-                    "ratelimit.prefix": prefix,
-                    "ratelimit.policy": policy,
-                }
-                if outcome == "allowed":
-                    attributes["ratelimit.near_limit"] = near
+            self._record_durations()
+            for total, attributes in self._observations():
                 yield Observation(total, attributes)
 
         def breakers(options: CallbackOptions) -> Iterable[Observation]:
+            self._record_durations()
             return [
                 Observation(state, {"ratelimit.prefix": prefix})
                 for prefix, state in list(self._breakers.items())
@@ -116,35 +141,86 @@ class Metrics:
         )
 
     def __call__(self, event: Event) -> None:
-        # The hot path: one dict lookup and one atomic count per check. A breaker event or a
-        # store error (no decision) and a new series take the slow path.
-        decision = event.decision
+        # The hot path: two dict lookups on text (prefix, then policy id), one comparison and
+        # one atomic count per check, no allocation. A breaker event, an event without a
+        # policy and the first check of a series or outcome take the slow path. Nothing after
+        # the count may raise (the check would be counted twice).
         try:
-            next(
-                self._counts[
-                    event.kind,
-                    event.prefix,
-                    event.policy.id,  # type: ignore[union-attr]
-                    decision.remaining * 5 <= decision.limit,  # type: ignore[union-attr]
-                ]
-            )
+            series = self._series[event.prefix][event.policy.id]  # type: ignore[union-attr]
+            if event.kind == "allowed":
+                next(
+                    series.near
+                    if event.decision.remaining <= series.threshold  # type: ignore[union-attr]
+                    else series.far
+                )
+            else:
+                next(series.others[event.kind])
         except (KeyError, AttributeError):
             self._first(event)
         if event.duration is not None:
-            self._histogram.record(event.duration, {"ratelimit.prefix": event.prefix})
+            self._durations.append((event.prefix, event.duration))
+
+    def _record_durations(self) -> None:
+        """Records the waiting store durations into the histogram (when the SDK collects, from
+        the callbacks of the observable instruments, before it reads the histogram). Each is
+        taken once, even by two collections at the same time."""
+        durations = self._durations
+        histogram = self._histogram
+        attributes: dict[str, dict[str, str]] = {}
+        while durations:
+            try:
+                prefix, seconds = durations.popleft()
+            except IndexError:  # another collection took the last one
+                break
+            labels = attributes.get(prefix)
+            if labels is None:
+                labels = attributes[prefix] = {"ratelimit.prefix": prefix}
+            histogram.record(seconds, labels)
+
+    def _observations(self) -> Iterator[tuple[int, dict[str, str | bool]]]:
+        """``ratelimit.checks``: (count, attributes) of every series counted so far."""
+        for prefix, policies in list(self._series.items()):
+            for policy, series in list(policies.items()):
+                counts: list[tuple[str, bool | None, _Count]] = [
+                    ("allowed", False, series.far),
+                    ("allowed", True, series.near),
+                    *((outcome, None, c) for outcome, c in list(series.others.items())),
+                ]
+                for outcome, near, counter in counts:
+                    total = _value(counter)
+                    if not total:  # never counted (a count never goes back to 0)
+                        continue
+                    attributes: dict[str, str | bool] = {
+                        "ratelimit.outcome": outcome,
+                        "ratelimit.prefix": prefix,
+                        "ratelimit.policy": policy,
+                    }
+                    if near is not None:
+                        attributes["ratelimit.near_limit"] = near
+                    yield total, attributes
 
     def _first(self, event: Event) -> None:
-        """Counts an event the hot path could not: the first of its series, one without a
-        decision (a store error), or a breaker change (which counts nothing)."""
+        """Counts an event the hot path could not: the first of its series or outcome, one
+        without a policy or decision, or a breaker change (which counts nothing). Every step
+        is one ``setdefault``, atomic, so threads racing here count on the same counters."""
         kind = event.kind
         if kind not in OUTCOMES:
             self._breakers[event.prefix] = 1 if kind == "breaker_open" else 0
             return
-        decision = event.decision
-        near = decision is not None and decision.remaining * 5 <= decision.limit
-        policy = "" if event.policy is None else event.policy.id
-        series = (kind, event.prefix, policy, near)
-        next(self._counts.setdefault(series, count()))
+        policies = self._series.get(event.prefix)
+        if policies is None:
+            policies = self._series.setdefault(event.prefix, {})
+        policy = event.policy
+        name = "" if policy is None else policy.id
+        series = policies.get(name)
+        if series is None:
+            series = policies.setdefault(name, _Series(0 if policy is None else policy.limit))
+        if kind == "allowed":
+            decision = event.decision
+            near = decision is not None and decision.remaining <= series.threshold
+            next(series.near if near else series.far)
+        else:
+            next(series.others.setdefault(kind, _count()))
 
     def __repr__(self) -> str:
-        return f"Metrics(series={len(self._counts)})"
+        return f"Metrics(series={sum(1 for _ in self._observations())})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import ratelimit as rl
 import ratelimit.limiter
+from ratelimit.decision import Decision
+from ratelimit.errors import StoreError
+from ratelimit.events import Event
 from ratelimit.limiter import TIME_EVERY
-from ratelimit.otel import Metrics
+from ratelimit.otel import DURATIONS, Metrics
 from tests.support import Clock
 from tests.test_reliability import FlakyStore
 
@@ -191,3 +195,159 @@ def test_the_console_example_runs() -> None:
     for outcome in ("allowed", "denied", "shadow_denied"):
         assert f'"ratelimit.outcome": "{outcome}"' in out.stdout
     assert "carol" not in out.stdout  # identifiers never leave the process
+
+
+def allowed(policy: rl.Policy, remaining: int, prefix: str = "p") -> Event:
+    decision = Decision(True, policy.limit, remaining, 1.0, 0.0, policy)
+    return Event("allowed", prefix, policy, None, decision)
+
+
+def test_counts_from_many_threads_are_exact() -> None:
+    provider, reader = sdk()
+    metrics = Metrics(provider)
+    policies = [rl.FixedWindow(100, 60), rl.SlidingWindow(50, 1)]
+    threads, per_thread = 8, 20_000
+    start = threading.Barrier(threads)
+
+    def run(n: int) -> None:
+        start.wait()  # every thread creates the series at once, then counts on them
+        for i in range(per_thread):
+            policy = policies[i % 2]
+            if i % 3 == 2:
+                metrics(Event("denied", f"t{n % 2}", policy, None, None))
+            else:
+                metrics(allowed(policy, 0 if i % 5 == 0 else policy.limit, f"t{n % 2}"))
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+    finally:
+        sys.setswitchinterval(switch)
+    got = checks(reader)
+    # per thread and policy: 10,000 events, a third denied, of the others one in five near
+    expected: dict[tuple[Any, ...], int] = {}
+    for n in range(threads):
+        for p, policy in enumerate(policies):
+            indexes = range(p, per_thread, 2)
+            denied = sum(1 for i in indexes if i % 3 == 2)
+            near = sum(1 for i in indexes if i % 3 != 2 and i % 5 == 0)
+            for series, value in (
+                (("denied", f"t{n % 2}", policy.id, None), denied),
+                (("allowed", f"t{n % 2}", policy.id, True), near),
+                (("allowed", f"t{n % 2}", policy.id, False), len(indexes) - denied - near),
+            ):
+                expected[series] = expected.get(series, 0) + value
+    assert got == expected
+    assert sum(got.values()) == threads * per_thread
+
+
+def test_series_are_per_prefix_and_binding_policy(clock: Clock) -> None:
+    provider, reader = sdk()
+    metrics = Metrics(provider)
+    short, long = rl.FixedWindow(10, 1), rl.FixedWindow(12, 60)
+    both = rl.Limiter([short, long], prefix="api", clock=clock, on_event=metrics)
+    other = rl.Limiter(short, prefix="web", clock=clock, on_event=metrics)
+    for _ in range(11):
+        both.hit("k")  # short binds (least headroom): 7 allowed, 3 near its limit, 1 denied
+    clock.advance(1000)  # short starts a new window; long has 2 left
+    for _ in range(3):
+        both.hit("k")  # long binds: 2 allowed near its limit, 1 denied
+    other.hit("k")  # the same policy under another prefix: a series of its own
+    assert checks(reader) == {
+        ("allowed", "api", short.id, False): 7,
+        ("allowed", "api", short.id, True): 3,
+        ("denied", "api", short.id, None): 1,
+        ("allowed", "api", long.id, True): 2,
+        ("denied", "api", long.id, None): 1,
+        ("allowed", "web", short.id, False): 1,
+    }
+
+
+def test_equal_policies_share_a_series_whatever_the_object() -> None:
+    provider, reader = sdk()
+    metrics = Metrics(provider)
+    for _ in range(3):  # a new, equal policy object each time (as an override's plan cache
+        metrics(allowed(rl.FixedWindow(10, 60), 9))  # rebuilds them)
+    assert checks(reader) == {("allowed", "p", rl.FixedWindow(10, 60).id, False): 3}
+
+
+def test_near_limit_is_a_fifth_of_the_limit_or_less_left_rounded_down() -> None:
+    provider, reader = sdk()
+    metrics = Metrics(provider)
+    policy = rl.FixedWindow(7, 60)  # remaining * 5 <= 7: remaining 0 or 1
+    for remaining in range(8):
+        metrics(allowed(policy, remaining))
+    assert checks(reader) == {
+        ("allowed", "p", policy.id, True): 2,
+        ("allowed", "p", policy.id, False): 6,
+    }
+
+
+def test_an_event_the_hot_path_cannot_read_is_counted_once_and_never_raises() -> None:
+    provider, reader = sdk()
+    metrics = Metrics(provider)
+    policy = rl.FixedWindow(10, 60)
+    metrics(allowed(policy, 9))  # the series exists: the next events take the hot path first
+    metrics(Event("allowed", "p", policy, None, None))  # no decision: far from the limit
+    metrics(Event("store_error", "p", None, StoreError("down"), None))  # no policy
+    metrics(Event("breaker_open", "p", None, StoreError("down")))
+    assert checks(reader) == {
+        ("allowed", "p", policy.id, False): 2,
+        ("store_error", "p", "", None): 1,
+    }
+    [breaker] = points(reader)["ratelimit.breaker.state"]
+    assert breaker.value == 1
+
+
+def test_store_durations_are_recorded_when_the_sdk_collects_each_once() -> None:
+    provider, reader = sdk()
+    metrics = Metrics(provider)
+    policy = rl.FixedWindow(10, 60)
+    for prefix, seconds in (("a", 0.001), ("a", 0.003), ("b", 0.002)):
+        metrics(Event("allowed", prefix, policy, None, None, seconds))
+
+    def durations() -> dict[str, tuple[int, float]]:
+        found = points(reader)["ratelimit.store.duration"]
+        return {p.attributes["ratelimit.prefix"]: (p.count, round(p.sum, 6)) for p in found}
+
+    assert durations() == {"a": (2, 0.004), "b": (1, 0.002)}
+    assert len(metrics._durations) == 0  # handed over to the SDK
+    assert durations() == {"a": (2, 0.004), "b": (1, 0.002)}  # cumulative, never twice
+
+
+def test_store_durations_kept_between_collections_are_bounded() -> None:
+    provider, reader = sdk()
+    metrics = Metrics(provider)
+    policy = rl.FixedWindow(10, 60)
+    for i in range(DURATIONS + 5):
+        metrics(Event("allowed", "a", policy, None, None, 1.0 if i < 5 else 0.5))
+    [durations] = points(reader)["ratelimit.store.duration"]
+    assert (durations.count, durations.sum) == (DURATIONS, DURATIONS * 0.5)  # the newest
+
+
+def test_a_listener_object_is_called_as_its_class_defines() -> None:
+    seen: list[str] = []
+
+    class Plain:
+        def __call__(self, event: Event) -> None:
+            seen.append(f"plain {event.kind}")
+
+    class Static:
+        @staticmethod
+        def __call__(event: Event) -> None:
+            seen.append(f"static {event.kind}")
+
+    class Shadowed(Plain):
+        pass
+
+    shadowed = Shadowed()
+    shadowed.__call__ = lambda event: seen.append("instance attribute")  # type: ignore[method-assign]
+    for listener in (Plain(), Static(), shadowed):
+        rl.Limiter("1/minute", on_event=listener).hit("k")
+    # Python calls an object through its class's __call__, never an instance attribute
+    assert seen == ["plain allowed", "static allowed", "plain allowed"]
