@@ -14,12 +14,16 @@ two (the algorithm plus a daily fixed-window cap), it times, interleaved in roun
 
 - ``FCALL`` before / before again (a second copy of the same code: the A/A pair, this
   machine's noise) / now without an override / now with one (same shape, other numbers);
-- ``EVALSHA`` before / now without an override (the cluster and Upstash path).
+- ``EVALSHA`` before / now without an override (the cluster and Upstash path);
+- ``FCALL`` and ``EVALSHA`` of today's Lua with the override read taken out of ``check``
+  (:func:`without_overrides`): "before" also lacks everything built since (leases, settle), so
+  this pair ("x without") is the one that isolates what overrides cost.
 
 For each: the server's CPU per check (``/proc/<pid>/stat`` of the server it starts, pinned to
 its own CPU) and ``usec_per_call`` of the command (``INFO commandstats``), as the median over
-rounds of the ratio now / before within each round (paired: a neighbour's load lands on both).
-The issue's bound: at most 1.05 for a check without an override. Prints Markdown, writes JSON.
+rounds of the ratio now / before (or now / without) within each round (paired: a neighbour's
+load lands on both). The issue's bound: at most 1.05 for a check without an override. Prints
+Markdown, writes JSON.
 """
 
 from __future__ import annotations
@@ -78,6 +82,33 @@ def copy_of(lib: Any) -> Any:
     return Library(body + "\n-- the same code again, for an A/A comparison\n")
 
 
+#: What today's check does for overrides, and the same lines without it (the override key is
+#: still passed, never read): ``without_overrides`` fails loudly when the driver changes.
+_READ = "  local values = redis.call('MGET', unpack(keys))\n"
+_READ_WITHOUT = "  local values = redis.call('MGET', unpack(keys, 1, #keys - 1))\n"
+_TEXT = "  local text = values[#keys]\n"
+_TEXT_WITHOUT = "  local text = false\n"
+
+
+def without_overrides() -> Any:
+    """Today's Lua with the override read taken out of ``check`` (its MGET reads the state
+    keys only; no override ever applies): the same check as today's, as if overrides did not
+    exist, so that the pair isolates what they cost. Raises RuntimeError when ``check`` no
+    longer reads the override this way (update the patch with the driver)."""
+    from ratelimit.scripts import LUA_FILES, Library, lua_dir
+
+    parts = []
+    for name in LUA_FILES:
+        with open(os.path.join(lua_dir(), name), encoding="utf-8") as f:
+            text = f.read()
+        if name == "limiter.lua":
+            if text.count(_READ) != 1 or text.count(_TEXT) != 1:
+                raise RuntimeError("lua/limiter.lua check() changed: update without_overrides()")
+            text = text.replace(_READ, _READ_WITHOUT).replace(_TEXT, _TEXT_WITHOUT)
+        parts.append(text)
+    return Library("\n".join(parts), parts)
+
+
 def policies(algorithm: str, n: int, rate: int = RATE) -> list[Any]:
     import ratelimit as rl
 
@@ -89,7 +120,7 @@ def policies(algorithm: str, n: int, rate: int = RATE) -> list[Any]:
     return [first] if n == 1 else [first, rl.FixedWindow(CAP, 86400)]
 
 
-def contenders(client: Any, before: Any, again: Any, run: str, algorithm: str,
+def contenders(client: Any, before: Any, again: Any, bare: Any, run: str, algorithm: str,
                n: int) -> dict[str, Any]:  # fmt: skip
     """name -> a callable of one identifier making one check (charge 1, server time)."""
     import ratelimit as rl
@@ -125,6 +156,8 @@ def contenders(client: Any, before: Any, again: Any, run: str, algorithm: str,
         "FCALL now, with override": call("FCALL", now.functions["check"], over_keys),
         "EVALSHA before": call("EVALSHA", before.scripts["check"].sha, old_keys),
         "EVALSHA now, no override": call("EVALSHA", now.scripts["check"].sha, new_keys),
+        "FCALL now, without overrides": call("FCALL", bare.functions["check"], new_keys),
+        "EVALSHA now, without overrides": call("EVALSHA", bare.scripts["check"].sha, new_keys),
     }
 
 
@@ -133,6 +166,12 @@ PAIRS = (
     ("FCALL now, no override", "FCALL before"),
     ("FCALL now, with override", "FCALL before"),
     ("EVALSHA now, no override", "EVALSHA before"),
+)
+#: The bound's pairs: today's check of an identifier without an override against today's code
+#: with the override read taken out (see without_overrides).
+BARE_PAIRS = (
+    ("FCALL now, no override", "FCALL now, without overrides"),
+    ("EVALSHA now, no override", "EVALSHA now, without overrides"),
 )
 
 
@@ -178,12 +217,13 @@ def measure(group: dict[str, Any], settings: dict[str, Any], probe: Any) -> dict
         name: {k: round(h.median(v), 3) for k, v in figures.items() if v}
         for name, figures in per_round.items()
     }
-    for after, before in PAIRS:
-        for figure in ("server_us", "usec_per_call"):
-            a, b = per_round[after][figure], per_round[before][figure]
-            if a and b:
-                ratios = [x / y for x, y in zip(a, b, strict=True) if y]
-                rows[after][f"{figure}_x_before"] = round(h.median(ratios), 4)
+    for pairs, suffix in ((PAIRS, "x_before"), (BARE_PAIRS, "x_without")):
+        for after, before in pairs:
+            for figure in ("server_us", "usec_per_call"):
+                a, b = per_round[after][figure], per_round[before][figure]
+                if a and b:
+                    ratios = [x / y for x, y in zip(a, b, strict=True) if y]
+                    rows[after][f"{figure}_{suffix}"] = round(h.median(ratios), 4)
     return rows
 
 
@@ -206,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         client = redis.Redis.from_url(server.url)
         before = before_library()
         again = copy_of(before)
+        bare = without_overrides()
         from ratelimit.scripts import library
 
-        for lib in (before, again, library()):
+        for lib in (before, again, bare, library()):
             client.execute_command("FUNCTION", "LOAD", "REPLACE", lib.text)
             for script in lib.scripts.values():
                 client.script_load(script.text)
@@ -216,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         probe = probe_for(client, pid)
         for algorithm in ALGORITHMS:
             for n in (1, 2):
-                rows = measure(contenders(client, before, again, run, algorithm, n), settings,
-                               probe)  # fmt: skip
+                rows = measure(contenders(client, before, again, bare, run, algorithm, n),
+                               settings, probe)  # fmt: skip
                 groups.append({"algorithm": algorithm, "policies": n, "contenders": rows})
                 aa = rows["FCALL before, again (A/A)"]
                 no = rows["FCALL now, no override"]
@@ -226,15 +267,20 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {algorithm:14} {n}: A/A x{aa.get('usec_per_call_x_before')} "
                     f"usec_per_call; FCALL no override x{no.get('server_us_x_before')} "
                     f"server CPU, x{no.get('usec_per_call_x_before')} usec_per_call; EVALSHA "
-                    f"x{ev.get('server_us_x_before')}, x{ev.get('usec_per_call_x_before')}",
+                    f"x{ev.get('server_us_x_before')}, x{ev.get('usec_per_call_x_before')}; "
+                    f"against today's code without overrides: FCALL server CPU "
+                    f"x{no.get('server_us_x_without')}, usec_per_call "
+                    f"x{no.get('usec_per_call_x_without')}; EVALSHA "
+                    f"x{ev.get('server_us_x_without')}, x{ev.get('usec_per_call_x_without')}",
                     flush=True,
                 )
         client.close()
     finally:
         server.stop()
     summary = {}
-    for after, _ in PAIRS:
-        for figure in ("server_us_x_before", "usec_per_call_x_before"):
+    for after, _ in PAIRS + BARE_PAIRS:
+        for figure in ("server_us_x_before", "usec_per_call_x_before", "server_us_x_without",
+                       "usec_per_call_x_without"):  # fmt: skip
             values = [g["contenders"][after][figure] for g in groups
                       if figure in g["contenders"][after]]  # fmt: skip
             if values:
@@ -252,16 +298,18 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - started, 1),
     }
     h.write_json(args.out, report)
-    head = ["algorithm", "policies", "check", "server µs", "x before", "µs/call", "x before"]
+    head = ["algorithm", "policies", "check", "server µs", "x before", "x without",
+            "µs/call", "x before", "x without"]  # fmt: skip
     table = []
     for g in groups:
         for name, row in g["contenders"].items():
             table.append([
                 g["algorithm"], str(g["policies"]), name, f"{row.get('server_us', 0):.2f}",
-                str(row.get("server_us_x_before", "")), f"{row.get('usec_per_call', 0):.2f}",
-                str(row.get("usec_per_call_x_before", "")),
+                str(row.get("server_us_x_before", "")), str(row.get("server_us_x_without", "")),
+                f"{row.get('usec_per_call', 0):.2f}", str(row.get("usec_per_call_x_before", "")),
+                str(row.get("usec_per_call_x_without", "")),
             ])  # fmt: skip
-    print(h.markdown_table(head, table, "lllrrrr"))
+    print(h.markdown_table(head, table, "lllrrrrrr"))
     for key, value in summary.items():
         print(f"median over groups, {key}: {value}")
     return 0
