@@ -38,9 +38,8 @@ local function expire_with_leases(key, now)
 end
 
 -- state {in_flight, oldest live expiry, latest live expiry} (0s when nothing is in flight;
--- the oldest is read only when every slot is taken: a denial's retry_after needs it). The
--- key is a sorted set, read here; `raw` (a string read of it: false) is unused.
-function concurrency.load(key, raw, now, limit, period, rate)
+-- the oldest is read only when every slot is taken: a denial's retry_after needs it)
+function concurrency.load(key, now, limit, period, rate)
   local after = '(' .. string.format('%d', now)
   local n = redis.call('ZCOUNT', key, after, '+inf')
   if n == 0 then

@@ -6,8 +6,7 @@
 -- Policy ARGV: limit (units per window), period (ticks), rate (unused, 0). `now` and every
 -- time below are in ticks (see common.lua); the driver turns replies into milliseconds.
 --
--- load(key, raw, now, limit, period, rate)       -> state {start, count}; raw: the key's
---                                                   value as read (false: absent)
+-- load(key, now, limit, period, rate)            -> state {start, count}
 -- report(s, now, limit, period, rate, cost)      -> allowed (1/0), remaining, reset_after,
 --                                                   retry_after (for `cost`), ticks, read-only
 -- charge(s, key, now, limit, period, rate, cost) -> ttl_ms: spends `cost` and writes the key
@@ -15,8 +14,8 @@
 --                                                   also reset_after after the charge
 local fixed_window = {}
 
-function fixed_window.load(key, raw, now, limit, period, rate)
-  local s = read_state(raw, 2)
+function fixed_window.load(key, now, limit, period, rate)
+  local s = read_state(key, 2)
   if s and now < s[1] + period then
     return s
   end

@@ -82,10 +82,9 @@ end
 local shaped, nshaped = {}, 0
 
 -- The override that applies to one identifier: `text`, the value of its override key
--- `override_key` (read by the caller with the state keys, in one MGET). Returns the
--- override's plan, its state keys and its plan as integers for the reply; false when it uses
--- an algorithm this script was built without (an EVALSHA script holds only the limiter's own
--- algorithms).
+-- `override_key` (read by the caller). Returns the override's plan, its state keys and its
+-- plan as integers for the reply; false when it uses an algorithm this script was built
+-- without (an EVALSHA script holds only the limiter's own algorithms).
 local function resolve(override_key, text)
   local shape = shaped[text]
   if not shape then
@@ -160,17 +159,15 @@ end
 local function check(keys, argv)
   local now = now_ms(argv)
   local cost = tonumber(argv[2])
-  -- one read for the state of every policy and the override: the override key is last, and
-  -- usually absent
-  local values = redis.call('MGET', unpack(keys))
+  -- the override key is last, and usually absent (one GET: an MGET of it with the state keys
+  -- measured slower, its reply being a table to build)
   local plan, tail
-  local text = values[#keys]
+  local text = redis.call('GET', keys[#keys])
   if text then -- an override: its plan, on its own state keys
     plan, keys, tail = resolve(keys[#keys], text)
     if not plan then
       return {-1} -- the client sends the same call to the script with every algorithm
     end
-    values = redis.call('MGET', unpack(keys))
   else
     plan = read_plan(argv[4])
   end
@@ -185,7 +182,7 @@ local function check(keys, argv)
       t = floor_div(now, unit)
       off = now - t * unit
     end
-    local s = algorithm.load(keys[i], values[i], t, limit, period, rate)
+    local s = algorithm.load(keys[i], t, limit, period, rate)
     local c = cost
     if cost > limit and not algorithm.slots then -- never holdable (an override's policy):
       -- as found, denied below (a Concurrency slot is one whatever the cost)

@@ -20,7 +20,7 @@
 local settles = {}
 
 settles['f'] = function(key, now, t_acq, limit, period, rate, charged, actual)
-  local s = read_state(redis.call('GET', key), 2)
+  local s = read_state(key, 2)
   local live = s and now < s[1] + period
   if live and s[1] <= t_acq then
     local count = s[2] + actual - charged
@@ -41,7 +41,7 @@ settles['f'] = function(key, now, t_acq, limit, period, rate, charged, actual)
 end
 
 settles['s'] = function(key, now, t_acq, limit, period, rate, charged, actual)
-  local s = sliding_window.load(key, redis.call('GET', key), now, limit, period, rate)
+  local s = sliding_window.load(key, now, limit, period, rate)
   local start, prev, cur = s[1], s[2], s[3]
   local live = prev > 0 or cur > 0
   local delta = actual - charged
@@ -65,7 +65,7 @@ settles['s'] = function(key, now, t_acq, limit, period, rate, charged, actual)
 end
 
 settles['t'] = function(key, now, t_acq, limit, period, rate, charged, actual)
-  local s = token_bucket.load(key, redis.call('GET', key), now, limit, period, rate)
+  local s = token_bucket.load(key, now, limit, period, rate)
   local capacity = limit * period
   local level = s[1] + (charged - actual) * period
   if level > capacity then

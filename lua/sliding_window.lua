@@ -11,8 +11,8 @@
 -- load / report / charge: as in fixed_window.lua (charge returns the TTL = reset_after).
 local sliding_window = {}
 
-function sliding_window.load(key, raw, now, limit, period, rate)
-  local s = read_state(raw, 3)
+function sliding_window.load(key, now, limit, period, rate)
+  local s = read_state(key, 3)
   if s then
     local start, prev, cur = s[1], s[2], s[3]
     if now >= start + period then

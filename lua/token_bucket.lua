@@ -10,9 +10,9 @@
 -- load / report / charge: as in fixed_window.lua (charge returns the TTL = reset_after).
 local token_bucket = {}
 
-function token_bucket.load(key, raw, now, limit, period, rate)
+function token_bucket.load(key, now, limit, period, rate)
   local capacity = limit * period
-  local s = read_state(raw, 2)
+  local s = read_state(key, 2)
   if not s then
     return {capacity, now}
   end

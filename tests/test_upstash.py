@@ -183,13 +183,13 @@ async def test_a_wrong_token_follows_on_error(stores: Stores) -> None:
 async def test_a_server_error_is_a_store_error(
     stores: Stores, endpoint: UpstashEndpoint, redis_server: Server
 ) -> None:
-    limiter = stores.limiter([rl.Concurrency(2)], on_error="raise")
+    limiter = stores.limiter(on_error="raise")
     await limiter.peek("k")  # load the script
-    with redis_server.client() as direct:  # a slots key (a sorted set) that holds a string
-        direct.set(limiter.limiter.keys("k")[0], "1")
+    with redis_server.client() as direct:  # a key of the limiter that is not a string
+        direct.hset(limiter.limiter.keys("k")[0], "a", "1")
     endpoint.reset_counters()
     with pytest.raises(rl.StoreError, match=r"server answered an error: .*WRONGTYPE") as caught:
-        await limiter.peek("k")  # peek reads the slots: ZCOUNT of a string
+        await limiter.hit("k")
     assert isinstance(caught.value.__cause__, UpstashError)
     assert endpoint.commands == Counter({"EVALSHA": 1})  # neither retried nor sent as EVAL
 
