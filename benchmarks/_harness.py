@@ -483,16 +483,21 @@ def against_ref(root: str, ref: str, code: str, runs: int) -> dict[str, list[str
         for i in range(runs):
             order = [("this checkout", root), (ref, base)]
             for name, path in order if i % 2 == 0 else order[::-1]:
-                out = subprocess.run(
-                    [sys.executable, "-c", code],
-                    cwd=path,
-                    env={**os.environ, "PYTHONPATH": path},
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-                outputs[name].append(out)
+                outputs[name].append(python_output(code, path))
     return outputs
+
+
+def python_output(code: str, path: str) -> str:
+    """What ``python -c code`` prints when run in ``path`` with ``path`` first on its import
+    path (so it imports that folder's ``ratelimit``). Raises CalledProcessError."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=path,
+        env={**os.environ, "PYTHONPATH": path},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def import_time_us(module: str, runs: int = 7, cwd: str | None = None) -> dict[str, Any]:

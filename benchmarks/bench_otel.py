@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
@@ -120,7 +119,7 @@ def cpu_processes(processes: int, rounds: int, checks: int, ref: str | None) -> 
     against the no-op listener."""
     code = _CPU_ROUNDS.format(here=HERE, rounds=rounds, checks=checks)
     if ref is None:
-        outputs = {"this checkout": [_run(code, ROOT) for _ in range(processes)]}
+        outputs = {"this checkout": [h.python_output(code, ROOT) for _ in range(processes)]}
     else:
         outputs = h.against_ref(ROOT, ref, code, processes)
     found: dict[str, Any] = {}
@@ -139,17 +138,6 @@ def cpu_processes(processes: int, rounds: int, checks: int, ref: str | None) -> 
             ],
         }
     return found
-
-
-def _run(code: str, path: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=path,
-        env={**os.environ, "PYTHONPATH": path},
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def paired(figures: dict[str, list[float]], name: str) -> list[float]:
