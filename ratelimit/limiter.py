@@ -345,9 +345,16 @@ class _LimiterBase:
         return self._breaker
 
     def keys(self, key: str) -> list[str]:
-        """The exact state keys of ``key``, one per policy:
-        ``<prefix>:{<identifier>}:<algorithm code><period>`` (see :mod:`ratelimit.overrides`
-        for the whole rule). Raises ConfigurationError for a non-str key."""
+        """The exact state keys of ``key`` in the store. No I/O.
+
+        :param key: as for ``hit``. Kept as it is inside the ``{hash tag}`` when plain; an
+            empty key, one longer than :data:`MAX_IDENTIFIER`, one with ``{``, ``}``, control
+            characters or text that is not valid Unicode, or one starting with ``#`` becomes
+            ``#`` and 32 hex digits of its SHA-256.
+        :returns: one key per policy, ``<prefix>:{<identifier>}:<algorithm code><period>``
+            (see :mod:`ratelimit.overrides` for the whole rule).
+        :raises ConfigurationError: for a key that is not a str.
+        """
         return self._keys_of(key)[:-1]
 
     def _override_key(self, key: str) -> str:
