@@ -50,10 +50,9 @@ def rate_limit(
         returning the key; a str for one fixed key; None (the default) for one limit on every
         call of the function, keyed by its qualified name.
     :param cost: units per call, a non-negative int or a callable of the call's arguments.
-    :param wait: sleep until the call is allowed instead of raising
-        (:meth:`Limiter.wait <ratelimit.Limiter.wait>` blocks the thread;
-        :meth:`AsyncLimiter.wait <ratelimit.AsyncLimiter.wait>` lets the event loop go on).
-        Refused for a limiter with a Concurrency policy.
+    :param wait: sleep until the call is allowed instead of raising (:meth:`Limiter.wait`
+        blocks the thread; :meth:`AsyncLimiter.wait` lets the event loop go on). Refused for
+        a limiter with a Concurrency policy.
     :param timeout: with ``wait=True``, the longest wait in seconds; None: as long as it takes.
     :returns: the decorator.
     :raises ConfigurationError: when decorating, for a limiter that cannot serve the function

@@ -150,10 +150,16 @@ class KeyFunc:
     __slots__ = ()
 
     def __call__(self, request: object) -> str:
-        """The key of ``request``. Raises TypeError for an object that is not a request."""
+        """The key of ``request``.
+
+        :param request: any request :func:`request_view` reads.
+        :returns: the key text.
+        :raises TypeError: for an object that is not a request.
+        """
         return self.from_view(request_view(request))
 
     def from_view(self, view: RequestView) -> str:
+        """The key of the request ``view`` shows; each key function defines it."""
         raise NotImplementedError
 
 

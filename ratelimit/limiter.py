@@ -759,8 +759,8 @@ class Limiter(_LimiterBase):
 
     def peek(self, key: str, cost: int = 1) -> Decision:
         """The Decision a :meth:`hit` of ``cost`` would get now, charging nothing; its
-        ``remaining`` is what is there now. Unlike ``hit``, allowed on a limiter holding a
-        :class:`Concurrency` policy.
+        ``remaining`` is what is there now. Unlike ``hit``, it works on a limiter holding a
+        :class:`Concurrency` policy too: that policy's detail shows the free slots.
 
         Blocks, returns and raises as :meth:`hit` does.
         """

@@ -247,12 +247,12 @@ class TokenBucket(Policy):
 class Concurrency(Policy):
     """At most ``limit`` leases in flight at once per identifier: an in-flight limit.
 
-    A slot is taken by :meth:`Limiter.acquire <ratelimit.Limiter.acquire>` and held until the
-    lease is released, or at the latest ``lease`` after it was taken or last renewed, by the
-    store's clock, so a worker that crashed holding a slot frees it by itself. A lease takes
-    one slot whatever its cost; the cost goes to the limiter's rate policies. A limiter holding
-    a Concurrency policy refuses ``hit()``. ``period`` and ``period_ms`` are the lease.
-    See the In-flight limits page of the docs.
+    A slot is taken by :meth:`Limiter.acquire` and held until the lease is released, or at
+    the latest ``lease`` after it was taken or last renewed, by the store's clock, so a worker
+    that crashed holding a slot frees it by itself. A lease takes one slot whatever its cost;
+    the cost goes to the limiter's rate policies. A limiter holding a Concurrency policy
+    refuses ``hit()``. ``period`` and ``period_ms`` are the lease. See the In-flight limits
+    page of the docs.
 
     :param limit: the number of slots, a positive int below 10**9.
     :param lease: how long a slot is held at most without a renew: seconds (int or float) or a
