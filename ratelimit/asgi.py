@@ -60,17 +60,13 @@ class RateLimitMiddleware:
     The first :class:`Rule` whose path and method match picks the limiter, else ``limiter``
     does; requests that nothing picks, and exempt ones, pass through. An allowed request goes
     on with the rate-limit headers added to its ``http.response.start`` (or its
-    ``websocket.accept``), except single-valued ones the app's response already carries. A
-    limiter with a :class:`~ratelimit.Concurrency` policy, or a rule with ``count=``, takes a
-    lease, held until the response's last body message is sent, the app raises or the client
-    disconnects (a WebSocket: until it closes). A denied request is answered here: ``429``
-    with ``Retry-After``, the headers and a problem+json body, or ``deny``'s response; a denied
-    WebSocket handshake gets the same ``429`` through the ``websocket.http.response`` extension
-    where the server offers it, else is closed before it is accepted. A store failure that
-    allowed passes without rate-limit headers; one that denied (``on_error="deny"``) is
-    answered ``503`` with ``Retry-After``. With neither ``limiter`` nor ``rules`` it limits
-    nothing and only writes the headers that FastAPI :class:`ratelimit.fastapi.RateLimit`
-    dependencies decided, onto any response.
+    ``websocket.accept``); a denied one is answered here: ``429`` with ``Retry-After``, the
+    headers and a problem+json body, or ``deny``'s response (``503`` when a store failure
+    denied it). A limiter with a :class:`~ratelimit.Concurrency` policy, or a rule with
+    ``count=``, takes a lease held until the response's last body message is sent. With
+    neither ``limiter`` nor ``rules`` it limits nothing and only writes the headers that
+    FastAPI :class:`ratelimit.fastapi.RateLimit` dependencies decided. See the ASGI and
+    Starlette page of the docs.
 
     Awaits the limiter once per limited request (no I/O on a MemoryStore).
 

@@ -79,14 +79,12 @@ class WSGIRateLimitMiddleware:
     The first :class:`Rule` whose path and method match picks the limiter, else ``limiter``
     does; requests that nothing picks, and exempt ones, go straight to the application. An
     allowed request goes on with the rate-limit headers added to those its application passes
-    to ``start_response`` (each call, so an error page sent with ``exc_info`` gets them too),
-    except single-valued ones the application already set; the application's iterable is
-    returned as it is (its ``close()`` reaches the server, ``wsgi.file_wrapper`` stays
-    effective). A limiter with a :class:`~ratelimit.Concurrency` policy, or a rule with
-    ``count=``, takes a lease, released when the server closes the response iterable (after
-    ``count`` of the status, which gives the cost back when False). A denied request is
-    answered here: ``429`` with ``Retry-After``, the headers and a problem+json body, or
-    ``deny``'s response (``503`` when a store failure denied it).
+    to ``start_response`` (each call, so an error page sent with ``exc_info`` gets them too);
+    the application's iterable is returned as it is. A denied request is answered here:
+    ``429`` with ``Retry-After``, the headers and a problem+json body, or ``deny``'s response
+    (``503`` when a store failure denied it). A limiter with a
+    :class:`~ratelimit.Concurrency` policy, or a rule with ``count=``, takes a lease released
+    when the server closes the response iterable. See the WSGI page of the docs.
 
     Blocks on the limiter's store once per limited request.
 
