@@ -1,18 +1,10 @@
 """ratelimit: atomic, honest rate limiting for Python APIs and functions.
 
-::
-
-    import ratelimit as rl
-
-    limiter = rl.Limiter("10/second; 1000/day")          # in-process memory store
-    decision = limiter.hit("user:42")
-    if not decision.allowed:
-        print(f"retry in {decision.retry_after:.3f}s")
-
-The same limiter runs on Redis, Valkey and Redis Cluster (``rl.RedisStore``,
-``rl.AsyncRedisStore``) and on Redis over HTTP (``rl.UpstashStore``). Importing this package
-imports none of redis, starlette, fastapi, flask or asyncio: each store and integration
-imports its library when it is used.
+The limiters (:class:`Limiter`, :class:`AsyncLimiter`), their :class:`Decision` and leases,
+the policies and :func:`parse`, the stores (memory, Redis/Valkey/Cluster, Upstash over HTTP),
+the errors, :func:`rate_limit` and :mod:`ratelimit.keys`. Importing this package imports none
+of redis, starlette, fastapi, flask or asyncio: each store and integration imports its library
+when it is used. See the Getting started page of the docs.
 """
 
 from __future__ import annotations

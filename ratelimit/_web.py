@@ -299,21 +299,28 @@ def wsgi_method(environ: dict[str, Any]) -> str:
 
 
 class Rule:
-    """One limit for the requests it matches (used by both middlewares).
+    """One limit for the requests it matches, in ``rules=`` of
+    :class:`~ratelimit.asgi.RateLimitMiddleware` and
+    :class:`~ratelimit.wsgi.WSGIRateLimitMiddleware`.
 
-    ``path``: ``"*"``, a prefix ``"/static/*"``, a route template ``"/items/{item_id}"`` or an
-    exact path; matched against the path the app's routes see. ``limiter``: a limiter, or
-    text such as ``"5/minute"`` (the middleware builds a limiter on a MemoryStore: an
-    :class:`AsyncLimiter` under ASGI, a :class:`Limiter` under WSGI). ``methods``: the HTTP
-    methods it applies to (None: all; a WebSocket handshake counts as ``GET``; ``GET`` also
-    covers ``HEAD``, which Starlette and Werkzeug serve through ``GET`` routes). ``key`` and
-    ``cost``, when given, override the middleware's. ``count``: a callable of the response
-    status; when it returns False the request's cost is given back (``settle(0)``), so
-    ``count=lambda status: status >= 400`` counts failed requests only. ``name`` is the text
-    the limit is counted under (default: the template, with its methods), so two rules
-    sharing a limiter count separately unless given the same name.
-
-    Raises ConfigurationError for a bad pattern, key, method, cost or count.
+    :param path: ``"*"``, a prefix ``"/static/*"``, a route template ``"/items/{item_id}"``
+        (converters ``str``, ``int``, ``float``, ``uuid``, ``path``; Flask's
+        ``"/items/<int:item_id>"`` too), a template before a trailing ``*``, or an exact path;
+        matched against the path the app's routes see.
+    :param limiter: a limiter, or text such as ``"5/minute"``, for which the middleware builds
+        a limiter on a MemoryStore (an :class:`~ratelimit.AsyncLimiter` under ASGI, a
+        :class:`~ratelimit.Limiter` under WSGI).
+    :param methods: the HTTP methods it applies to; None: all. A WebSocket handshake counts as
+        ``GET``; ``GET`` also covers ``HEAD``, which Starlette and Werkzeug serve through
+        ``GET`` routes.
+    :param key: the key function for these requests, in place of the middleware's.
+    :param cost: the cost of these requests, in place of the middleware's.
+    :param name: the text the limit is counted under; default the template with its methods,
+        so two rules sharing a limiter count separately unless given the same name.
+    :param count: a callable of the response status; when it returns False the request's cost
+        is given back (``settle(0)``): ``count=lambda status: status >= 400`` counts failed
+        requests only.
+    :raises ConfigurationError: for a bad pattern, method, key, cost or count.
     """
 
     __slots__ = ("cost", "count", "key", "limiter", "match", "matched_methods", "methods", "name",

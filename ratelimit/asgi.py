@@ -1,49 +1,11 @@
-"""Pure ASGI rate-limit middleware for Starlette, FastAPI and any ASGI application.
+"""Pure ASGI rate-limit middleware for Starlette, FastAPI and any ASGI application:
+:class:`RateLimitMiddleware` and its :class:`Rule`.
 
-::
-
-    import ratelimit as rl
-    from ratelimit import keys
-    from ratelimit.asgi import RateLimitMiddleware, Rule
-
-    app.add_middleware(
-        RateLimitMiddleware,
-        limiter=rl.AsyncLimiter("100/minute"),           # every request, per client
-        key=keys.client_ip(),
-        rules=[Rule("/login", "5/minute", methods=["POST"]),
-               Rule("/items/{item_id}", "20/minute")],   # /items/1 and /items/2 share it
-        exempt=["/health", "/static/*"],
-        headers="ietf",
-    )
-
-How a request is limited: ``lifespan`` and unknown scope types pass straight through. An
-``http`` or ``websocket`` scope that is exempt passes through. Otherwise the first
-:class:`Rule` whose path and method match picks the limiter, else ``limiter`` (when given)
-does; requests that nothing picks are not limited. The key function names the client; the
-limiter is hit once. An allowed request goes on with the rate-limit headers added to its
-``http.response.start`` (or to the ``websocket.accept``); the body stream is never touched.
-A single-valued header (``RateLimit-Limit``, ``Retry-After``, ...) the app's response already
-carries, such as a FastAPI route limit's denial, is not added again: the route's value stands.
-A limiter with a ``Concurrency`` policy, or a rule with ``count=``, takes a lease instead of
-a hit: held from before the app runs until the response's last body message is sent, the app
-raises, or the client disconnects (a WebSocket holds it until it closes); then, when the
-rule's ``count`` returns False for the status, the request's cost is given back.
-A denied request is answered here: ``429`` with ``Retry-After``, the headers and a
-problem+json body (or the ``deny`` callable's response). A denied WebSocket handshake is
-answered ``429`` with headers through the ``websocket.http.response`` extension where the
-server offers it, else closed before it is accepted (the server then answers ``403``).
-
-Why rules match their own path templates: Starlette routes a request only *after* the
-middleware stack, so ``scope["route"]`` is not known here. Re-running the router per request
-would cost a scan of every route and depend on router internals. A rule's path is itself a
-template (``/items/{item_id}``, ``{rest:path}``, ``/static/*``, ``*``), matched against the
-request path, and its limit is counted under that template, so every concrete path of it
-shares one limit. For a limit on exactly one route as the router sees it, use the FastAPI
-dependency :class:`ratelimit.fastapi.RateLimit`, which runs after routing.
-
-Failure policy: the limiter never raises for a store failure unless its ``on_error`` is
-``"raise"``; a store-error decision that allowed passes without rate-limit headers, and one
-that denied (``on_error="deny"``) is answered ``503`` with ``Retry-After``, never ``429``.
+``lifespan`` and unknown scope types pass straight through; ``http`` requests and
+``websocket`` handshakes are limited, the body stream is never touched. A rule's path is a
+template matched against the request path by the middleware itself, since Starlette routes a
+request only after the middleware stack; for a limit on one route as the router sees it, use
+:class:`ratelimit.fastapi.RateLimit`. See the ASGI and Starlette page of the docs.
 """
 
 from __future__ import annotations
@@ -95,26 +57,41 @@ Deny: TypeAlias = Callable[[Any, "Decision"], Any]
 class RateLimitMiddleware:
     """Limits ``http`` requests and ``websocket`` handshakes of an ASGI app; pure ASGI.
 
-    ``limiter``: the limit of every request not matched by a rule (an :class:`AsyncLimiter`,
-    a :class:`Limiter` on a MemoryStore, or text such as ``"100/minute"``); None limits only
-    what ``rules`` match. ``key``: the client's key function, sync or async, called with a
-    Starlette ``Request`` (or ``WebSocket``); built-in keys read the scope directly; default
-    ``keys.client_ip()``. ``rules``: :class:`Rule` list, first match wins. ``exempt``: path
-    patterns (as :class:`Rule` paths) or a callable of the request (sync or async) returning
-    True for requests never limited. ``headers``: ``"ietf"`` (default), ``"draft-6"``,
-    ``"legacy"``, a tuple, or None. ``cost``: units per request (or a callable of the request).
-    ``deny``: a callable of ``(request, decision)`` (sync or async) returning the ASGI app that
-    answers a denied HTTP request (for example a Starlette ``Response``); ``Retry-After`` and
-    the rate-limit headers are added to it unless it sets them. ``partition_key_secret``:
-    bytes; adds a hashed ``pk`` to the ``RateLimit`` field (see :mod:`ratelimit.headers`).
+    The first :class:`Rule` whose path and method match picks the limiter, else ``limiter``
+    does; requests that nothing picks, and exempt ones, pass through. An allowed request goes
+    on with the rate-limit headers added to its ``http.response.start`` (or its
+    ``websocket.accept``); a denied one is answered here: ``429`` with ``Retry-After``, the
+    headers and a problem+json body, or ``deny``'s response (``503`` when a store failure
+    denied it). A limiter with a :class:`~ratelimit.Concurrency` policy, or a rule with
+    ``count=``, takes a lease held until the response's last body message is sent. With
+    neither ``limiter`` nor ``rules`` it limits nothing and only writes the headers that
+    FastAPI :class:`ratelimit.fastapi.RateLimit` dependencies decided. See the ASGI and
+    Starlette page of the docs.
 
-    With neither ``limiter`` nor ``rules`` it limits nothing and only writes the headers that
-    FastAPI :class:`ratelimit.fastapi.RateLimit` dependencies decided, onto any response.
+    Awaits the limiter once per limited request (no I/O on a MemoryStore).
 
-    Awaits the limiter once per limited request (no I/O for a MemoryStore). Raises
-    ConfigurationError at construction for bad options. Per request it raises only what the
-    app, a custom key/cost/exempt/deny callable, or a limiter with ``on_error="raise"``
-    raises (and ConfigurationError when a key function returns something other than a str).
+    :param app: the ASGI app to wrap.
+    :param limiter: the limit of every request no rule matches: an
+        :class:`~ratelimit.AsyncLimiter`, a :class:`~ratelimit.Limiter` on a MemoryStore, or
+        text such as ``"100/minute"`` (an AsyncLimiter on a new MemoryStore); None limits only
+        what ``rules`` match.
+    :param key: the client's key function, sync or async, called with a Starlette ``Request``
+        (or ``WebSocket``); built-in keys read the scope directly. Default
+        :func:`ratelimit.keys.client_ip`.
+    :param rules: :class:`Rule` objects, first match wins.
+    :param exempt: path patterns (as :class:`Rule` paths), or a callable of the request (sync
+        or async) returning True for requests never limited.
+    :param headers: ``"ietf"`` (default), ``"draft-6"``, ``"legacy"``, a tuple of them, or None
+        (see :mod:`ratelimit.headers`).
+    :param cost: units per request, an int or a callable of the request (sync or async).
+    :param deny: a callable of ``(request, decision)``, sync or async, returning the ASGI app
+        (such as a Starlette ``Response``) that answers a denied HTTP request; ``Retry-After``
+        and the rate-limit headers are added unless it sets them.
+    :param partition_key_secret: bytes; adds a hashed ``pk`` to the ``RateLimit`` field.
+    :raises ConfigurationError: at construction, for a bad option (a sync limiter on a remote
+        store included); per request, when a key function returns something other than a str.
+        Otherwise a request raises only what the app, a custom key, cost, exempt or deny
+        callable, or a limiter with ``on_error="raise"`` raises.
     """
 
     def __init__(

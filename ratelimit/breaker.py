@@ -21,27 +21,27 @@ class CircuitBreaker:
     """Stops calls to a store that has just failed, for a back-off that grows while it keeps
     failing, then lets one probe through.
 
-    - ``closed``: every check goes to the store.
-    - ``open``: after a failure, for ``base * 2**(failures - 1)`` seconds (at most ``cap``),
-      stretched by up to ``jitter`` so that many app servers do not probe in step, no check goes
-      to the store: the limiter's ``on_error`` decides at once.
-    - ``half_open``: the back-off is over and one check (the probe) goes to the store; the others
-      are decided by ``on_error`` until it answers. Success closes the breaker; failure opens it
-      again for a longer back-off. A probe that has not answered after ``probe_timeout``
-      seconds (default: ``cap``) is given up: it was cancelled, interrupted or lost, and the
-      next check probes instead, so the breaker can never stay half open for ever.
+    :attr:`state` is ``"closed"`` (every check goes to the store), ``"open"`` (after a
+    failure, for ``base * 2**(failures - 1)`` seconds, at most ``cap``, stretched by up to
+    ``jitter``: no check goes to the store, the limiter's ``on_error`` decides at once) or
+    ``"half_open"`` (the back-off is over: one check, the probe, goes to the store and the
+    others are decided by ``on_error``; the probe's success closes the breaker, its failure
+    opens it again for a longer back-off). Only a probe's own answer, reported with the ticket
+    :meth:`admit` gave it, closes or reopens the breaker. Logs one warning (logger
+    ``"ratelimit"``) when an outage starts and one when it ends. Every remote store has one
+    (``store.breaker``), shared by all limiters on that store. Thread-safe; never blocks. See
+    the Failure policy page of the docs.
 
-    Each admitted call gets a ticket from :meth:`admit` and reports with it: only a probe's own
-    answer closes or reopens the breaker. A call admitted before the outage that fails late
-    while the probe is out changes nothing (the outage is known); one that succeeds late
-    closes nothing either (it says nothing of the store after the back-off).
-
-    Logs one warning (logger ``"ratelimit"``) when an outage starts and one when it ends, not one
-    per request. Every remote store has one (``store.breaker``), shared by all limiters on that
-    store, so an outage is noticed once. Thread-safe; never blocks.
-
-    Raises ConfigurationError for a non-positive ``base``, a ``cap`` below it or a
-    non-positive ``probe_timeout``.
+    :param base: the first back-off, in seconds; positive.
+    :param cap: the longest back-off, in seconds; at least ``base``, finite.
+    :param jitter: the largest random stretch of a back-off, as a fraction (0 to 1), so that
+        many app servers do not probe in step.
+    :param clock: the monotonic clock, in seconds.
+    :param name: what the log lines call the store.
+    :param probe_timeout: seconds after which a probe that never answered (cancelled,
+        interrupted or lost) is given up and the next check probes instead; default ``cap``.
+    :raises ConfigurationError: for a non-positive ``base``, a ``cap`` below it, a ``jitter``
+        outside 0 to 1 or a non-positive ``probe_timeout``.
     """
 
     __slots__ = ("_clock", "_generation", "_listeners", "_lock", "_name", "_outage_started",

@@ -11,20 +11,26 @@ __all__ = ["Decision", "per_policy"]
 
 
 class Decision:
-    """Whether a hit may go on, with the numbers a client needs to behave.
+    """The answer of a limiter: whether a call may go on, and the numbers a client needs.
 
-    - ``allowed``: the hit was admitted (and, for ``hit``, charged to every policy).
-    - ``limit``: the limit of the binding policy: the one that denied (the one that frees up
-      last, when several did), else the one with the least headroom.
-    - ``remaining``: units the binding policy still admits; never negative. After an allowed
-      ``hit``, what is left after it; after ``peek`` or a deny, what is there now.
-    - ``reset_after``: seconds until the binding policy is back to full capacity.
-    - ``retry_after``: seconds until the same cost would be allowed, if nobody else hits the
-      key; ``0.0`` when allowed. Exact to the millisecond.
-    - ``policy``: the binding policy. ``details``: one Decision per policy, in the limiter's
-      order (their own ``details`` are empty).
-    - ``reason``: ``None`` when the store decided; ``"store_error"`` when the store failed and
-      the limiter's ``on_error`` decided; ``"cached"`` when a cached denial answered.
+    Built by the limiter; each argument is kept as the attribute of the same name.
+
+    :param allowed: the call was admitted (and, for ``hit``, charged to every policy).
+    :param limit: the limit of the binding policy: the one that denied (the one that frees up
+        last, when several did), else the one with the least headroom.
+    :param remaining: units the binding policy still admits, never negative: after an allowed
+        ``hit``, what is left after it; after ``peek`` or a denial, what is there now.
+    :param reset_after: seconds until the binding policy is back to full capacity.
+    :param retry_after: seconds until the same cost would be allowed if nobody else hits the
+        key, exact to the millisecond; ``0.0`` when allowed.
+    :param policy: the binding :class:`~ratelimit.Policy`.
+    :param details: one Decision per policy, in the limiter's order (their own ``details``
+        are empty); None builds them on first read from ``raw``.
+    :param reason: None when the store decided; ``"store_error"`` when the store failed and
+        the limiter's ``on_error`` decided; ``"cached"`` when a cached denial answered;
+        ``"shadow"`` when a shadow limiter allowed what enforcement would deny.
+    :param raw: the policies and the store's reply that ``details`` are built from (the
+        limiter's, not for callers).
     """
 
     __slots__ = (

@@ -1,20 +1,5 @@
-"""``rate_limit``: a decorator that limits calls of plain sync and async functions.
-
-::
-
-    import ratelimit as rl
-
-    limiter = rl.Limiter("10/minute")
-
-    @rl.rate_limit(limiter, key=lambda user_id, subject: f"user:{user_id}")
-    def send_email(user_id: int, subject: str) -> None: ...
-
-    send_email(42, "hi")         # raises rl.RateLimitExceeded (with .decision) when denied
-
-    alimiter = rl.AsyncLimiter("5/second", store=rl.AsyncRedisStore(client))
-
-    @rl.rate_limit(alimiter, key=lambda url: url.split("/")[2], wait=True, timeout=30)
-    async def fetch(url: str) -> bytes: ...     # waits its turn instead of raising
+"""``rate_limit``: a decorator that limits calls of plain sync and async functions. See the
+Functions (decorator) page of the docs.
 """
 
 from __future__ import annotations
@@ -45,30 +30,40 @@ def rate_limit(
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Limit the calls of the decorated function; its signature and type are kept.
 
-    ``limiter``: a :class:`Limiter` for a sync function, an :class:`AsyncLimiter` for an
-    async one (a MemoryStore serves both), or text such as ``"10/minute"``, which builds the
-    right one on a new MemoryStore. ``key``: a callable receiving the call's own arguments
-    (``self`` too, for a method) and returning the key; a str for one fixed key; None (the
-    default) for one limit on every call of the function, keyed by its qualified name.
-    ``cost``: units per call, or a callable of the call's arguments. ``wait``: sleep until the
-    call is allowed (``Limiter.wait``: blocks the thread; ``AsyncLimiter.wait``: the event loop
-    goes on) instead of raising, for at most ``timeout`` seconds (None: as long as it takes).
+    ::
+
+        @rl.rate_limit(limiter, key=lambda user_id, subject: f"user:{user_id}")
+        def send_email(user_id: int, subject: str) -> None: ...
 
     Any callable can be decorated: a function, a method, a ``functools.partial``, an object
     with ``__call__`` (async when its ``__call__`` is), and a ``classmethod`` or
     ``staticmethod`` object (the decorator then goes inside it; a classmethod's key function
-    receives the class first).
+    receives the class first). Each call blocks on the limiter (a sync function) or awaits it
+    (an async one) once before the function runs. A limiter with a
+    :class:`~ratelimit.Concurrency` policy holds a slot for the call (``acquire``), released
+    when it returns or raises.
 
-    A limiter with a ``Concurrency`` policy holds a slot for the call (``acquire``), released
-    when it returns or raises; ``wait=True`` is refused for it.
-
-    A denied call raises :class:`RateLimitExceeded` carrying the Decision, before the function
-    runs (with ``wait=True``: when the wait would pass ``timeout``). A key function that
-    returns anything but a str raises ConfigurationError at the call. A limiter with
-    ``on_error="raise"`` raises StoreError when its store fails. Decorating raises
-    ConfigurationError for a limiter that cannot serve the function (an AsyncLimiter on a
-    sync function; a sync Limiter on an async one), something that is not callable, or a bad
-    key, cost, ``wait`` (not a bool) or ``timeout`` (not a non-negative number).
+    :param limiter: a :class:`~ratelimit.Limiter` for a sync function, an
+        :class:`~ratelimit.AsyncLimiter` for an async one (a MemoryStore serves both), or text
+        such as ``"10/minute"``, which builds the right one on a new MemoryStore.
+    :param key: a callable receiving the call's own arguments (``self`` too, for a method) and
+        returning the key; a str for one fixed key; None (the default) for one limit on every
+        call of the function, keyed by its qualified name.
+    :param cost: units per call, a non-negative int or a callable of the call's arguments.
+    :param wait: sleep until the call is allowed instead of raising (:meth:`Limiter.wait`
+        blocks the thread; :meth:`AsyncLimiter.wait` lets the event loop go on). Refused for
+        a limiter with a Concurrency policy.
+    :param timeout: with ``wait=True``, the longest wait in seconds; None: as long as it takes.
+    :returns: the decorator.
+    :raises ConfigurationError: when decorating, for a limiter that cannot serve the function
+        (an AsyncLimiter on a sync function, a sync Limiter on an async one), something that
+        is not callable, or a bad key, cost, ``wait`` (not a bool) or ``timeout`` (not a
+        non-negative number, or given without ``wait``); at a call, when the key function
+        returns anything but a str.
+    :raises RateLimitExceeded: at a call, carrying the Decision, when it is denied, before the
+        function runs (with ``wait=True``: when the wait would pass ``timeout``).
+    :raises StoreError: at a call, when the store fails and the limiter's ``on_error`` is
+        ``"raise"``.
     """
     if isinstance(key, str):
         fixed = key

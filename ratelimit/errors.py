@@ -39,9 +39,13 @@ class _Picklable(BaseException):
 
 
 class RateLimitExceeded(_Picklable, Exception):
-    """The call was denied. ``decision`` holds the denying :class:`Decision`.
+    """A call was denied: raised by ``wait`` past its timeout, by ``with limiter.acquire(key)``
+    when denied and by :func:`~ratelimit.rate_limit`; each web integration's ``RateLimited``
+    is a subclass.
 
-    ``retry_after`` (seconds) is a shortcut for ``decision.retry_after``.
+    :param decision: the denying :class:`Decision`, kept as ``decision``.
+    :param message: the exception's text; by default it names the limit, the binding policy
+        and the retry time.
     """
 
     def __init__(self, decision: Decision, message: str | None = None) -> None:
@@ -55,6 +59,7 @@ class RateLimitExceeded(_Picklable, Exception):
 
     @property
     def retry_after(self) -> float:
+        """Seconds until the same cost would be allowed: ``decision.retry_after``."""
         return self.decision.retry_after
 
 

@@ -22,26 +22,27 @@ EventKind = Literal[
 
 
 class Event:
-    """One thing a limiter did, with labels of low cardinality only.
+    """One thing a limiter did, given to its ``on_event`` listener, with labels of low
+    cardinality only: the key is never part of an event (it would make a metric's label set
+    unbounded and leak user identifiers into monitoring).
 
-    - ``kind``: ``"allowed"``, ``"denied"`` (by the store), ``"cached"`` (denied from the local
-      cache of denied keys, no store call), ``"store_error"`` (the store failed or the breaker
-      was open; ``on_error`` decided), ``"shadow_denied"`` (a limiter with ``shadow=True``
-      would have denied, from the store or its cache, and allowed), ``"breaker_open"`` /
-      ``"breaker_closed"`` (an outage of the store started / ended).
-    - ``prefix``: the limiter's key prefix. ``policy``: the binding policy (None for breaker
-      events); ``policy.id`` is a short, stable label.
-    - ``error``: the store's error for ``store_error`` and ``breaker_open``.
-    - ``decision``: the Decision the check returned (None for breaker events and for a
-      ``store_error``); its ``remaining`` and ``limit`` tell how near the limit a check was.
-    - ``duration``: seconds the store call took (``time.perf_counter``, a failed call
-      included), for the calls the limiter timed: every one at low traffic, one each
-      ``ratelimit.limiter.TIME_EVERY`` (10 ms) under load, so that timing costs nothing
-      measurable. None for the others and when no store call was made (a cached denial, an
-      open breaker, breaker events).
+    Built by the limiter; each argument is kept as the attribute of the same name.
 
-    The key itself is never part of an event: it would make a metric's label set unbounded
-    and leak user identifiers into monitoring.
+    :param kind: ``"allowed"``; ``"denied"`` (by the store); ``"cached"`` (denied from the
+        local cache of denied keys, no store call); ``"store_error"`` (the store failed or its
+        breaker was open, and ``on_error`` decided); ``"shadow_denied"`` (a limiter with
+        ``shadow=True`` would have denied, from the store or its cache, and allowed);
+        ``"breaker_open"`` / ``"breaker_closed"`` (an outage of the store started / ended).
+    :param prefix: the limiter's key prefix.
+    :param policy: the binding policy (``policy.id`` is a short, stable label); None for
+        breaker events.
+    :param error: the store's error, for ``store_error`` and ``breaker_open``.
+    :param decision: the :class:`~ratelimit.Decision` the check returned; None for breaker
+        events and for ``store_error``.
+    :param duration: seconds the store call took (``time.perf_counter``, a failed call
+        included), for the calls the limiter timed: every one at low traffic, one each
+        ``ratelimit.limiter.TIME_EVERY`` (10 ms) under load. None for the others and when no
+        store call was made (a cached denial, an open breaker, breaker events).
     """
 
     __slots__ = ("decision", "duration", "error", "kind", "policy", "prefix")

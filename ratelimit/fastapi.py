@@ -1,37 +1,9 @@
-"""A FastAPI dependency that limits one route, or every route of a router.
+"""A FastAPI dependency that limits one route, or every route of a router: :class:`RateLimit`,
+and :class:`RateLimited`, the exception of its denials.
 
-::
-
-    from fastapi import Depends, FastAPI
-    from ratelimit import keys
-    from ratelimit.fastapi import RateLimit
-
-    app = FastAPI()
-
-    @app.get("/search", dependencies=[Depends(RateLimit("5/minute", key=keys.client_ip()))])
-    async def search(q: str) -> dict[str, str]: ...
-
-    shared = rl.AsyncLimiter("100/minute", store=rl.AsyncRedisStore(client))
-    router = APIRouter(dependencies=[Depends(RateLimit(shared, key=keys.header("X-API-Key")))])
-
-The dependency runs after routing, so it knows the route template: ``/items/1`` and
-``/items/2`` of ``/items/{item_id}`` share one limit, counted under ``"GET /items/:item_id"``
-(the methods and the template, under the mount point of a mounted sub-application). One
-``RateLimit`` used on several routes counts each route separately, unless given a ``name``,
-which makes it one limit shared by all of them.
-
-Headers: when the app also runs :class:`ratelimit.asgi.RateLimitMiddleware` (even one with no
-limiter, which only writes headers), the dependency hands it its fields and they reach every
-response, whatever the endpoint returns: a dict, a model, or a ``Response`` it built itself.
-Without the middleware they go through FastAPI's injected ``Response``, which FastAPI copies
-onto responses it builds from returned data but, by its design, not onto a ``Response``
-object the endpoint returns.
-
-A denial raises :class:`RateLimited`, an ``HTTPException`` (and a
-:class:`ratelimit.RateLimitExceeded`): FastAPI answers ``429`` with ``Retry-After``, the
-rate-limit headers and the body ``{"detail": "Rate limit exceeded; retry in 3 seconds."}``
-as ``application/problem+json`` (a valid RFC 9457 problem object). An exception handler
-registered for ``RateLimited`` or ``RateLimitExceeded`` replaces that answer.
+The dependency runs after routing, so it counts each route under its template
+(``"GET /items/:item_id"``, under the mount point of a mounted sub-application). See the
+FastAPI page of the docs.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the annotations of
@@ -100,8 +72,17 @@ def _mounts(routes: Iterable[object], route: object, mount: str, depth: int) -> 
 
 
 class RateLimited(RateLimitExceeded, HTTPException):
-    """The request was denied: an ``HTTPException`` with status ``429`` (``503`` when a store
-    failure denied it), ``Retry-After`` and the rate-limit headers, carrying ``decision``."""
+    """The request was denied: an ``HTTPException`` (and a
+    :class:`~ratelimit.RateLimitExceeded`) that FastAPI answers with ``429`` (``503`` when a
+    store failure denied it), ``Retry-After``, the rate-limit headers and a problem+json body.
+    An exception handler registered for it (or for ``RateLimitExceeded``) replaces that
+    answer. Raised by :class:`RateLimit`, never by callers.
+
+    :param decision: the denying :class:`~ratelimit.Decision`, kept as ``decision``.
+    :param status_code: ``429``, or ``503`` for a store failure.
+    :param detail: the problem's ``detail`` text.
+    :param headers: ``Retry-After``, the rate-limit headers and the content type.
+    """
 
     def __init__(
         self, decision: Decision, status_code: int, detail: str, headers: dict[str, str]
@@ -115,23 +96,30 @@ class RateLimited(RateLimitExceeded, HTTPException):
 
 
 class RateLimit:
-    """A FastAPI dependency limiting the routes it is attached to.
+    """A FastAPI dependency limiting the routes it is attached to
+    (``dependencies=[Depends(RateLimit("5/minute"))]``).
 
-    ``limit``: text such as ``"5/minute"`` (builds an :class:`AsyncLimiter` on its own
-    :class:`MemoryStore`), an :class:`AsyncLimiter` (shares its store, for example Redis), or a
-    :class:`Limiter` on a MemoryStore. ``key``: the client's key function (sync or async,
-    called with the ``Request``; default ``keys.client_ip()``). ``cost``: units per request,
-    or a callable of the request (sync or async). ``headers``: ``"ietf"`` (default),
-    ``"draft-6"``, ``"legacy"``, a tuple, or None. ``name``: count every route using this
-    dependency under one name (default: each route under its own methods and template).
-    ``partition_key_secret``: bytes; adds a hashed ``pk`` to ``RateLimit``.
+    The dependency's value is the :class:`~ratelimit.Decision` (``decision =
+    Depends(limit)``). One ``RateLimit`` on several routes counts each route separately (its
+    methods and template), unless given a ``name``. On a limiter with a
+    :class:`~ratelimit.Concurrency` policy it is a dependency with ``yield``: the request's slot
+    is held while the route runs and released after it, however it ends. Headers reach every
+    response when the app also runs :class:`ratelimit.asgi.RateLimitMiddleware`; without it
+    they go through FastAPI's injected ``Response``, which FastAPI does not copy onto a
+    ``Response`` object the endpoint returns. Awaits the limiter once per request.
 
-    The dependency's value is the :class:`Decision` (``decision = Depends(limit)``). On a
-    limiter with a ``Concurrency`` policy it is a dependency with ``yield``: the request's
-    slot is held while the route runs and released after it, however it ends.
-    Awaits the limiter once per request. Raises :class:`RateLimited` when the request is
-    denied; ConfigurationError at construction for bad options; and at request time only
-    what a custom key or cost callable, or a limiter with ``on_error="raise"``, raises.
+    :param limit: text such as ``"5/minute"`` (an :class:`~ratelimit.AsyncLimiter` on its own
+        MemoryStore), an AsyncLimiter (sharing its store, such as Redis), or a
+        :class:`~ratelimit.Limiter` on a MemoryStore.
+    :param key: the client's key function, sync or async, called with the ``Request``; default
+        :func:`ratelimit.keys.client_ip`.
+    :param cost: units per request, an int or a callable of the request (sync or async).
+    :param headers: ``"ietf"`` (default), ``"draft-6"``, ``"legacy"``, a tuple of them, or None.
+    :param name: count every route using this dependency under this one name.
+    :param partition_key_secret: bytes; adds a hashed ``pk`` to the ``RateLimit`` field.
+    :raises ConfigurationError: at construction, for a bad option.
+    :raises RateLimited: per request, when it is denied. Otherwise a request raises only what a
+        custom key or cost callable, or a limiter with ``on_error="raise"``, raises.
     """
 
     def __init__(
@@ -190,7 +178,13 @@ class RateLimit:
         return candidates[0][1]
 
     async def __call__(self, request: Request, response: Response) -> Decision:
-        """Hit the limiter for this request; returns the Decision or raises RateLimited."""
+        """Hit the limiter for this request; FastAPI calls it.
+
+        :param request: the request, injected by FastAPI.
+        :param response: the response FastAPI builds from returned data, injected.
+        :returns: the :class:`~ratelimit.Decision`.
+        :raises RateLimited: when the request is denied.
+        """
         identifier, cost = await self._identify(request)
         decision = await self._hit(identifier, cost)
         self._allowed(request, response, decision, identifier)

@@ -1,61 +1,12 @@
-"""A Flask extension: per-view limits with ``@ext.limit``, an optional app-wide default.
+"""A Flask extension: :class:`FlaskRateLimit` (per-view limits with ``@ext.limit``, an optional
+app-wide default, configuration from ``app.config``) and :class:`RateLimited`, the exception of
+its denials.
 
-::
-
-    from flask import Flask
-    from ratelimit import keys
-    from ratelimit.flask import FlaskRateLimit
-
-    ext = FlaskRateLimit()                      # at import time, no app yet
-
-    def create_app() -> Flask:                  # an app factory; several apps may coexist
-        app = Flask(__name__)
-        app.config["RATELIMIT_TRUSTED_PROXIES"] = ["10.0.0.0/8"]
-        ext.init_app(app)
-        app.register_blueprint(bp)
-        return app
-
-    @bp.route("/login", methods=["POST"])
-    @ext.limit("5/minute", key=keys.client_ip())     # or @ext.limit(limiter, key=...)
-    def login(): ...
-
-Configuration, read by ``init_app`` (each key has a default):
-
-==================================  ==============================================================
-``RATELIMIT_ENABLED``               ``True``; ``False`` turns every limit off (tests, maintenance);
-                                    text from the environment reads as meant (``"false"``,
-                                    ``"0"``, ``"no"``, ``"off"`` are False)
-``RATELIMIT_STORE``                 where text limits keep state: a sync store object (such as
-                                    ``rl.RedisStore(client)``), a ``redis://``, ``rediss://`` or
-                                    ``unix://`` URL (through ``RedisStore.from_url``), or None
-                                    or ``"memory://"``: one MemoryStore per app
-``RATELIMIT_PREFIX``                ``"ratelimit"``: the first part of every store key
-``RATELIMIT_ON_ERROR``              ``"allow"``: what a store failure decides (``"deny"``,
-                                    ``"raise"``)
-``RATELIMIT_HEADERS``               ``"ietf"``; or ``"draft-6"``, ``"legacy"``, a list, None
-``RATELIMIT_KEY``                   the default key function (a callable of the request);
-                                    default ``keys.client_ip()`` with the trusted proxies below
-``RATELIMIT_TRUSTED_PROXIES``       ``[]``: CIDRs of your reverse proxies, for the default key
-                                    (text: separated by commas or spaces)
-``RATELIMIT_DEFAULT``               None; text such as ``"1000/hour"`` limits every request per
-                                    client across the app, except views marked ``@ext.exempt``
-``RATELIMIT_PARTITION_KEY_SECRET``  None; bytes (or text, used as UTF-8) to add a hashed ``pk``
-==================================  ==============================================================
-
-``init_app`` checks every setting and raises ConfigurationError naming the bad one.
-
-State lives in ``app.extensions["ratelimit"]``; the extension object holds none, so one
-``FlaskRateLimit`` serves any number of apps, each with its own store and counters. A text
-limit becomes a :class:`Limiter` per app on the app's store, built on first use; a
-:class:`Limiter` passed to ``@ext.limit`` is shared by every app that uses the view.
-
-A view's limit is counted per view (its endpoint, such as ``"login"`` or ``"auth.login"``)
-and per client key; ``name=`` makes several views share one count. Sync and async views work
-alike (an async view may use an async key function). A denial raises :class:`RateLimited`, a
-Werkzeug ``TooManyRequests`` whose response is the ``429`` with ``Retry-After``, the
-rate-limit headers and a problem+json body; ``@app.errorhandler(429)`` can replace it. A
-store failure never becomes a 500 unless ``RATELIMIT_ON_ERROR = "raise"``; with ``"deny"``
-the answer is ``503``.
+The configuration keys (``RATELIMIT_STORE``, ``RATELIMIT_DEFAULT``, ...) and their defaults are
+listed on the Flask page of the docs. State lives in ``app.extensions["ratelimit"]``, never on
+the extension object, so one ``FlaskRateLimit`` serves any number of apps, each with its own
+store and counts. A store failure never becomes a 500 unless ``RATELIMIT_ON_ERROR = "raise"``;
+with ``"deny"`` the answer is ``503``.
 """
 
 from __future__ import annotations
@@ -105,9 +56,15 @@ _STATUS: Final = "ratelimit.status"
 
 
 class RateLimited(RateLimitExceeded, TooManyRequests):
-    """A denied request: Werkzeug's ``TooManyRequests`` (so ``@app.errorhandler(429)`` catches
-    it) whose ``response`` is the full answer; carries ``decision``, and ``retry_after`` in
-    seconds (a float, from the decision)."""
+    """A denied request: Werkzeug's ``TooManyRequests`` (so ``@app.errorhandler(429)``
+    catches it) and a :class:`~ratelimit.RateLimitExceeded`. Raised by the views
+    ``@ext.limit`` decorates and by ``RATELIMIT_DEFAULT``, never by callers.
+
+    :param decision: the denying :class:`~ratelimit.Decision`, kept as ``decision``;
+        ``retry_after`` is its ``retry_after`` in seconds, a float.
+    :param response: the full answer, kept as ``response``: ``429`` with ``Retry-After``, the
+        rate-limit headers and a problem+json body.
+    """
 
     def __init__(self, decision: Decision, response: Response) -> None:
         # Cooperative: RateLimitExceeded's __init__ runs Werkzeug's with the message.
@@ -276,14 +233,15 @@ class _Limit:
 
 
 class FlaskRateLimit:
-    """Rate limits for Flask apps: ``FlaskRateLimit(app)`` or ``FlaskRateLimit()`` then
-    ``init_app(app)`` for each app (factories, several apps in one process).
+    """Rate limits for Flask apps: ``FlaskRateLimit(app)``, or ``FlaskRateLimit()`` then
+    :meth:`init_app` for each app (factories, several apps in one process).
 
-    ``key``: the default key function when ``RATELIMIT_KEY`` is not configured (a callable of
-    the Flask request; default ``keys.client_ip()``). Configuration: see the module docs.
-
-    Raises ConfigurationError from ``init_app`` for bad configuration and from ``limit`` for
-    a bad limit, key or cost.
+    :param app: an app to set up at once, as :meth:`init_app` does.
+    :param key: the default key function when ``RATELIMIT_KEY`` is not configured, a callable
+        of the Flask request; default :func:`ratelimit.keys.client_ip` with
+        ``RATELIMIT_TRUSTED_PROXIES``.
+    :raises ConfigurationError: for a key that is not a key function, and as :meth:`init_app`
+        does.
     """
 
     def __init__(self, app: Flask | None = None, *, key: KeyFunction | None = None) -> None:
@@ -295,7 +253,13 @@ class FlaskRateLimit:
 
     def init_app(self, app: Flask) -> None:
         """Read ``app``'s ``RATELIMIT_*`` configuration into ``app.extensions["ratelimit"]``
-        and register the hooks that add headers and apply ``RATELIMIT_DEFAULT``."""
+        and register the hooks that add headers and apply ``RATELIMIT_DEFAULT``. Calling it
+        again re-reads the configuration.
+
+        :param app: the Flask app.
+        :raises ConfigurationError: naming the bad setting, for any configuration key that
+            does not check out.
+        """
         first = _EXTENSION not in app.extensions
         app.extensions[_EXTENSION] = _State(app, self._key)
         if first:  # calling init_app again re-reads the configuration, hooks stay single
@@ -312,18 +276,27 @@ class FlaskRateLimit:
         name: str | None = None,
         count: Count | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """Decorate a view (sync or async) with a limit.
+        """Decorate a view (sync or async) with a limit, counted per view (its endpoint) and
+        client key. Put ``@ext.limit`` below ``@app.route``; stacking several adds several
+        limits, each counted on its own. The decorated view blocks on the limiter's store once
+        per request (an async view: the same call, from its coroutine) and raises
+        :class:`RateLimited` when denied.
 
-        ``limit``: text such as ``"5/minute; 100/day"`` (a Limiter per app, on the app's
-        store) or a :class:`Limiter`. ``key``: the client's key function, called with the
-        Flask ``request`` (default: the app's). ``cost``: units per request, or a callable of
-        the request. ``name``: count under this name instead of the view's endpoint.
-        ``count``: a callable of the response status; False gives the request's cost back
-        (``count=lambda status: status >= 400`` limits failed logins only). A limiter with a
-        ``Concurrency`` policy holds its slot for the request, released at teardown.
-
-        The view raises :class:`RateLimited` when denied. Put ``@ext.limit`` below
-        ``@app.route``; stacking several adds several limits, each counted on its own.
+        :param limit: text such as ``"5/minute; 100/day"``, which becomes a
+            :class:`~ratelimit.Limiter` per app on the app's store, built on first use; or a
+            Limiter, shared by every app that uses the view. A limiter with a
+            :class:`~ratelimit.Concurrency` policy holds its slot for the request, released at
+            teardown.
+        :param key: the client's key function, called with the Flask ``request`` (an async
+            view may use an async one); default the app's.
+        :param cost: units per request, an int or a callable of the request.
+        :param name: count under this name instead of the view's endpoint, so views given the
+            same name share one count.
+        :param count: a callable of the response status; False gives the request's cost back
+            (``count=lambda status: status >= 400`` limits failed logins only).
+        :returns: the decorator.
+        :raises ConfigurationError: for a bad limit (an AsyncLimiter included), key, cost,
+            name or count.
         """
         spec = _Limit(limit, key, cost, name, count)
 
@@ -358,8 +331,12 @@ class FlaskRateLimit:
         return decorate
 
     def exempt(self, view: Callable[P, R]) -> Callable[P, R]:
-        """Mark a view as exempt from ``RATELIMIT_DEFAULT`` (its own ``@ext.limit`` still
-        applies)."""
+        """Mark a view as exempt from ``RATELIMIT_DEFAULT``; its own ``@ext.limit`` still
+        applies.
+
+        :param view: the view function.
+        :returns: the same view, marked.
+        """
         setattr(view, _EXEMPT, True)
         return view
 

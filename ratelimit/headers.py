@@ -1,38 +1,22 @@
-"""Rate-limit response headers and the deny response, rendered from a :class:`Decision`.
+"""Rate-limit response headers and the deny response, rendered from a :class:`Decision` by a
+:class:`Renderer`: shared by every HTTP integration; pure code, no I/O.
 
-Shared by every HTTP integration; pure code, no I/O. Modes (``headers=`` of each
-integration; one, a tuple of several, or None for no rate-limit headers):
+The modes that ``headers=`` of each integration names (one, a tuple of several, or None for no
+rate-limit headers):
 
-``"ietf"``
-    draft-ietf-httpapi-ratelimit-headers-11: ``RateLimit-Policy`` and ``RateLimit``, each a
-    Structured Field List with one item per policy, named by the policy's ``id`` (a String)::
+- ``"ietf"``: draft-ietf-httpapi-ratelimit-headers-11, ``RateLimit-Policy`` and ``RateLimit``,
+  Structured Field Lists with one item per policy, named by the policy's ``id``. A
+  ``Concurrency`` policy advertises ``q`` = its slots with ``qu="concurrent-requests"`` and no
+  ``w``; its ``r`` is the free slots and ``t`` the time until its latest lease runs out.
+- ``"draft-6"``: ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` (seconds,
+  rounded up) of the binding policy.
+- ``"legacy"``: ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` (a Unix
+  time in whole seconds).
 
-        RateLimit-Policy: "s100.60000";q=100;w=60, "f1000.86400000";q=1000;w=86400
-        RateLimit: "s100.60000";r=42;t=60, "f1000.86400000";r=917;t=86400
-
-    ``q`` is the policy's limit and ``w`` its window in whole seconds (rounded up). A token
-    bucket has no window; it advertises ``q=burst`` and ``w`` = the time a full refill takes,
-    so ``q/w`` is its sustained rate and ``r`` never exceeds ``q``. A ``Concurrency`` policy
-    advertises ``q`` = its slots with the quota unit ``qu="concurrent-requests"`` and no ``w``;
-    its ``r`` is the free slots and ``t`` the time until its latest lease runs out. ``r`` is
-    what the policy still admits and ``t`` the seconds until it is back to full capacity
-    (rounded up). With a
-    ``partition_key_secret``, each ``RateLimit`` item carries ``pk``: a keyed hash (HMAC-SHA256,
-    12 bytes) of the rate-limit key, never the key itself, so no IP address or user id leaks.
-
-``"draft-6"``
-    ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` (seconds, rounded up) of
-    the binding policy, as in draft 6 and many gateways.
-
-``"legacy"``
-    ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` as GitHub,
-    Flask-Limiter and slowapi send them: the reset is a Unix time in whole seconds.
-
-Every denial has ``Retry-After`` (delay-seconds, rounded up, never 0) and a short
-``application/problem+json`` body naming the retry time. A decision the limiter made because
-its store failed (``reason="store_error"``) gets no rate-limit headers (its numbers are not
-counts); if ``on_error="deny"`` made it a denial, it is answered ``503`` with ``Retry-After``,
-not ``429``: the client did nothing wrong.
+Every denial has ``Retry-After`` (seconds, rounded up, never 0) and an
+``application/problem+json`` body. A decision made because the store failed
+(``reason="store_error"``) gets no rate-limit headers, and is answered ``503``, not ``429``,
+when it denied. See the Integrations overview page of the docs.
 """
 
 from __future__ import annotations
@@ -102,14 +86,14 @@ def _window_seconds(policy: Policy) -> int:
 
 class Renderer:
     """Renders Decisions as response header fields in the chosen modes, and denials as
-    complete responses. Build one per integration (it caches each policy's fixed text).
+    complete responses. Build one per integration: it caches each policy's fixed text.
+    Rendering never raises.
 
-    ``headers``: a mode, a tuple of modes, or None (see the module docs).
-    ``partition_key_secret``: bytes; when given, ``RateLimit`` items carry ``pk``, an HMAC of
-    the rate-limit key under this secret (use the same secret on every server).
-
-    Raises ConfigurationError for an unknown mode or a secret that is not bytes. Rendering
-    never raises.
+    :param headers: a mode, a tuple of modes, or None (see the module docstring).
+    :param partition_key_secret: bytes; when given, ``RateLimit`` items carry ``pk``, an
+        HMAC-SHA256 (12 bytes) of the rate-limit key under this secret, never the key itself.
+        Use the same secret on every server.
+    :raises ConfigurationError: for an unknown mode or a secret that is not bytes.
     """
 
     __slots__ = (
@@ -224,8 +208,13 @@ class Renderer:
         return self._names
 
     def fields(self, decision: Decision, key: str | None = None) -> list[tuple[str, str]]:
-        """The rate-limit header fields of an answered request, as ``(name, value)`` text
-        (WSGI style). Empty for a store-error decision or ``headers=None``."""
+        """The rate-limit header fields of an answered request.
+
+        :param decision: the limiter's Decision.
+        :param key: the rate-limit key, for ``pk`` (only with a ``partition_key_secret``).
+        :returns: ``(name, value)`` text pairs (WSGI style); empty for a store-error decision
+            or ``headers=None``.
+        """
         return list(zip(self._names, self.values(decision, key), strict=False))
 
     def raw_fields(self, decision: Decision, key: str | None = None) -> list[tuple[bytes, bytes]]:
@@ -260,8 +249,12 @@ class Renderer:
         return entry
 
     def problem(self, decision: Decision) -> tuple[int, dict[str, object]]:
-        """The status and the problem+json object (RFC 9457) answering a denial: ``429``, or
-        ``503`` when a store failure denied it (``reason="store_error"``)."""
+        """The status and the problem+json object (RFC 9457) answering a denial.
+
+        :param decision: the denying Decision.
+        :returns: ``429``, or ``503`` when a store failure denied it
+            (``reason="store_error"``), and the problem object as a dict.
+        """
         seconds = retry_after_seconds(decision)
         if decision.reason == "store_error":
             return 503, {
@@ -285,10 +278,14 @@ class Renderer:
     def deny(
         self, decision: Decision, key: str | None = None
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """The response to a denied request: ``(status, headers, body)``.
+        """The response to a denied request.
 
-        ``429`` with the rate-limit fields, ``Retry-After`` and a problem+json body; ``503``
-        with ``Retry-After`` (and no rate-limit fields) when a store failure denied it."""
+        :param decision: the denying Decision.
+        :param key: as for :meth:`fields`.
+        :returns: ``(status, headers, body)``: ``429`` with the rate-limit fields,
+            ``Retry-After`` and a problem+json body; ``503`` with ``Retry-After`` (and no
+            rate-limit fields) when a store failure denied it.
+        """
         status, problem = self.problem(decision)
         body = json.dumps(problem, separators=(",", ":")).encode("utf-8")
         headers = self.fields(decision, key)

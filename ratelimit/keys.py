@@ -1,31 +1,11 @@
 """Key functions: *who* is asking, as the text a limiter counts under.
 
-A key function takes the framework's request and returns a str. The built-in ones work in
-every integration (a Starlette/FastAPI ``Request`` or ``WebSocket``, a raw ASGI scope, a Flask
-or Werkzeug request, a raw WSGI environ), because they read the request through one small
-*request view* that knows where each kind keeps the peer address and the headers::
-
-    from ratelimit import keys
-
-    keys.client_ip()                                     # the direct peer: "ip:203.0.113.7"
-    keys.client_ip(trusted_proxies=["10.0.0.0/8"])       # behind a proxy: X-Forwarded-For
-    keys.client_ip(trusted_proxies=["10.0.0.0/8"], header="Forwarded")   # RFC 7239
-    keys.header("X-API-Key")                             # "hdr:x-api-key:<value>"
-
-A custom key is any callable of the framework's request, sync or async, returning a str.
-
-Keys :func:`client_ip` returns (documented, stable):
-
-- ``"ip:203.0.113.7"``: an IPv4 client (IPv4-mapped IPv6 such as ``::ffff:203.0.113.7`` too);
-- ``"ip:2001:db8:1:2::/64"``: an IPv6 client, grouped by ``ipv6_prefix`` (one person usually
-  holds a whole /64, so counting single addresses would let them rotate through 2**64 keys);
-- ``"peer:unknown"``: no peer address at all (a Unix-socket server, or a trusted proxy that
-  wrote ``for=unknown``), or a forwarded entry that is malformed (not an address, an
-  unclosed quote, a broken ``Forwarded`` element). All such requests share this key; it is
-  never ``127.0.0.1``, and text a client wrote never becomes a key of its own;
-- ``"peer:<text>"``: a direct peer that is not an IP address (a test client's
-  ``"testclient"``), or an RFC 7239 obfuscated identifier such as ``_hidden`` that a trusted
-  proxy wrote.
+The built-in key functions :func:`client_ip` and :func:`header` take the framework's request
+and return a str. They work in every integration (a Starlette/FastAPI ``Request`` or
+``WebSocket``, a raw ASGI scope, a Flask or Werkzeug request, a raw WSGI environ, Django's
+request) because they read it through one small request view (:func:`request_view`). A custom
+key is any callable of the framework's request, sync or async, returning a str. See the Keys
+and proxies page of the docs.
 """
 
 from __future__ import annotations
@@ -128,11 +108,14 @@ class EnvironView(RequestView):
 
 
 def request_view(request: object) -> RequestView:
-    """The request view of ``request``: an ASGI scope, a WSGI environ, or an object with a
-    ``META`` (Django's request), a ``scope`` (Starlette's ``Request``/``WebSocket``) or an
-    ``environ`` (Flask/Werkzeug).
+    """The request view a key function reads ``request`` through.
 
-    Raises TypeError for anything else."""
+    :param request: an ASGI scope, a WSGI environ, or an object with a ``META`` (Django's
+        request), a ``scope`` (Starlette's ``Request``/``WebSocket``) or an ``environ``
+        (Flask/Werkzeug).
+    :returns: the :class:`RequestView`.
+    :raises TypeError: for anything else.
+    """
     if isinstance(request, RequestView):
         return request
     meta = getattr(request, "META", None)
@@ -167,10 +150,16 @@ class KeyFunc:
     __slots__ = ()
 
     def __call__(self, request: object) -> str:
-        """The key of ``request``. Raises TypeError for an object that is not a request."""
+        """The key of ``request``.
+
+        :param request: any request :func:`request_view` reads.
+        :returns: the key text.
+        :raises TypeError: for an object that is not a request.
+        """
         return self.from_view(request_view(request))
 
     def from_view(self, view: RequestView) -> str:
+        """The key of the request ``view`` shows; each key function defines it."""
         raise NotImplementedError
 
 
@@ -469,22 +458,29 @@ def client_ip(
 ) -> ClientIP:
     """A key function: the client's IP address, safe from spoofing.
 
-    By default the key is the direct peer (the address the TCP connection came from): a
-    client cannot change it by sending headers. Behind a reverse proxy or load balancer, name
-    its addresses in ``trusted_proxies`` (IP addresses or CIDR networks, such as
-    ``["10.0.0.0/8", "2001:db8::/32"]``; ``"unix"`` trusts a peer-less Unix-socket connection).
-    Only when the peer is one of them is ``header`` read (``"X-Forwarded-For"``, the default;
-    ``"Forwarded"`` for RFC 7239; ``"X-Real-IP"``), from the right: the client is the rightmost
-    address that is not a trusted proxy, so addresses a client wrote into the header itself
-    are never reached. Name the header your proxy writes: a header it only passes along is
-    under the client's control.
+    By default the key is the direct peer (the address the TCP connection came from), which a
+    client cannot change by sending headers. When the peer is a trusted proxy, ``header`` is
+    read from the right: the client is the rightmost address that is not a trusted proxy, so
+    addresses a client wrote into the header itself are never reached.
 
-    IPv6 clients are grouped by their ``ipv6_prefix`` (default /64; 128 keeps single
-    addresses). IPv4-mapped IPv6 addresses count as IPv4. The keys returned are documented
-    at the top of :mod:`ratelimit.keys`; a request with no peer gets ``"peer:unknown"``.
+    The keys it returns (documented, stable): ``"ip:203.0.113.7"`` for an IPv4 client
+    (IPv4-mapped IPv6 too); ``"ip:2001:db8:1:2::/64"`` for an IPv6 client, grouped by
+    ``ipv6_prefix``; ``"peer:unknown"`` for no peer address (a Unix-socket server, a trusted
+    proxy's ``for=unknown``) or a malformed forwarded entry, never ``127.0.0.1``;
+    ``"peer:<text>"`` for a direct peer that is not an IP address (a test client's
+    ``"testclient"``) or an RFC 7239 obfuscated node (``_hidden``) a trusted proxy wrote.
 
-    Raises ConfigurationError for a bad network, prefix or header name. The key function
-    itself never raises for odd input: what is not an address becomes a ``peer:`` key.
+    :param trusted_proxies: the addresses of your reverse proxies or load balancers: IP
+        addresses or CIDR networks (``["10.0.0.0/8", "2001:db8::/32"]``); ``"unix"`` trusts a
+        peer-less Unix-socket connection.
+    :param ipv6_prefix: the prefix length IPv6 clients are grouped by (one person usually
+        holds a whole /64); 128 keeps single addresses.
+    :param header: the header your proxy writes: ``"X-Forwarded-For"`` (the default),
+        ``"Forwarded"`` (RFC 7239) or ``"X-Real-IP"``. A header the proxy only passes along
+        is under the client's control.
+    :returns: the key function, a callable of the request returning a str; it never raises
+        for odd input (what is not an address becomes a ``peer:`` key).
+    :raises ConfigurationError: for a bad network, prefix or header name.
     """
     return ClientIP(trusted_proxies, ipv6_prefix, header)
 
@@ -522,16 +518,20 @@ class Header(KeyFunc):
 
 
 def header(name: str, fallback: KeyFunc | None = None) -> Header:
-    """A key function: the value of request header ``name`` (such as ``"X-API-Key"``).
+    """A key function: the value of request header ``name``, as ``"hdr:<lower-case
+    name>:<value>"``.
 
-    The key is ``"hdr:<lower-case name>:<value>"``. A request without the header (or with an
-    empty one) gets ``fallback``'s key when one is given (for example ``keys.client_ip()``),
-    else the one shared key ``"hdr:<name>"``: leaving the header out never escapes the limit.
     With several field lines the key reads what the framework gives the application:
     Starlette and FastAPI (``request.headers[name]``) the first line; a WSGI server, and so
     Flask and Django, the lines joined into one value. The value is used as sent; the limiter
     hashes values that are long or hold braces or control characters.
 
-    Raises ConfigurationError for an empty name or a fallback that is not a built-in key.
+    :param name: the header, such as ``"X-API-Key"``; non-empty ASCII.
+    :param fallback: a built-in key function (such as ``keys.client_ip()``) whose key a
+        request without the header, or with an empty one, gets; without it such requests share
+        the one key ``"hdr:<name>"``, so leaving the header out never escapes the limit.
+    :returns: the key function, a callable of the request returning a str.
+    :raises ConfigurationError: for an empty or non-ASCII name, or a fallback that is not a
+        built-in key function.
     """
     return Header(name, fallback)

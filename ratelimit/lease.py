@@ -85,19 +85,28 @@ class _LeaseBase:
 
 
 class Lease(_LeaseBase):
-    """One :meth:`Limiter.acquire`: ``allowed``, ``decision``, and the calls below.
+    """What :meth:`Limiter.acquire` returns: one acquire's hold on the limiter.
 
-    ``with limiter.acquire(key) as decision:`` raises RateLimitExceeded when denied and
-    releases the lease on exit, always. A denied lease, or one allowed by ``on_error`` after a
-    store failure, holds nothing: its calls send nothing.
+    ``with limiter.acquire(key) as decision:`` raises :class:`~ratelimit.RateLimitExceeded`
+    when denied and releases the lease on exit, always. A denied lease, or one allowed by
+    ``on_error`` after a store failure, holds nothing: its calls send nothing. Built by the
+    limiter, never by callers.
+
+    :ivar key: the key it was acquired for.
+    :ivar decision: the acquire's :class:`~ratelimit.Decision`.
+    :ivar id: the lease's id in the store (16 hex digits); None for a lease that holds
+        nothing.
     """
 
     __slots__ = ()
     _limiter: Limiter
 
     def release(self) -> None:
-        """Free the lease's slots (one store call the first time, none after). Never raises:
-        a failed release is logged once per outage and left to the lease's expiry."""
+        """Free the lease's slots. Blocks on one store call the first time, none after.
+
+        Never raises: a failed release is logged once per outage and left to the lease's
+        expiry.
+        """
         if self._released:
             return
         self._released = True
@@ -105,22 +114,29 @@ class Lease(_LeaseBase):
             self._limiter._release(self)
 
     def renew(self) -> bool:
-        """Hold the slots for another ``lease`` seconds from now (one store call). Returns
-        True when every slot was still held; False when the lease was released, had expired
-        (its slots may be someone else's now: they are not taken back), holds nothing, or the
-        store failed. Raises StoreError when the store failed and ``on_error="raise"``."""
+        """Hold the slots for another ``lease`` seconds from now. Blocks on one store call.
+
+        :returns: True when every slot was still held; False when the lease was released, had
+            expired (its slots may be someone else's now: they are not taken back), holds
+            nothing, or the store failed.
+        :raises StoreError: when the store failed and ``on_error="raise"``.
+        """
         if self._released or self._charged is None:
             return False
         return self._limiter._renew(self)
 
     def settle(self, actual: int) -> None:
-        """Charge the rate policies as if this lease had cost ``actual`` (DESIGN.md,
-        "settle"): a lower cost gives the difference back into the window or bucket charged,
-        while it still counts; a higher one charges the excess without a check. Works after
-        :meth:`release`; settling twice to the same cost sends nothing. One store call.
+        """Charge the rate policies as if this lease had cost ``actual``.
 
-        Raises ConfigurationError for a negative or non-integer ``actual``; StoreError when
-        the store failed and ``on_error="raise"`` (else the error is logged, nothing changes).
+        A lower cost gives the difference back into the window or bucket charged, while it
+        still counts; a higher one charges the excess without a check. Works after
+        :meth:`release`; settling twice to the same cost sends nothing. Blocks on one store
+        call. See the In-flight limits page of the docs.
+
+        :param actual: the real cost, a non-negative int.
+        :raises ConfigurationError: for a negative or non-integer ``actual``.
+        :raises StoreError: when the store failed and ``on_error="raise"`` (otherwise the error
+            is logged and nothing changes).
         """
         actual_cost = self._settling(actual)
         if actual_cost is not None:
@@ -139,8 +155,8 @@ class Lease(_LeaseBase):
 
 
 class AsyncLease(_LeaseBase):
-    """One :meth:`AsyncLimiter.acquire`: :class:`Lease` with awaitable calls, and
-    ``async with``."""
+    """:class:`Lease` for :meth:`AsyncLimiter.acquire`: the same attributes, awaitable calls
+    that await the store, and ``async with``."""
 
     __slots__ = ()
     _limiter: AsyncLimiter
@@ -179,8 +195,9 @@ class AsyncLease(_LeaseBase):
 
 class Acquiring:
     """What :meth:`AsyncLimiter.acquire` returns: ``await`` it for the :class:`AsyncLease`,
-    or use it as ``async with alimiter.acquire(key) as decision:`` (denied ->
-    RateLimitExceeded; released on exit, always). Nothing is sent before either."""
+    or use it as ``async with alimiter.acquire(key) as decision:``, which raises
+    :class:`~ratelimit.RateLimitExceeded` when denied and releases on exit, always. Nothing
+    is sent before either."""
 
     __slots__ = ("_cost", "_key", "_lease", "_limiter")
 

@@ -345,9 +345,16 @@ class _LimiterBase:
         return self._breaker
 
     def keys(self, key: str) -> list[str]:
-        """The exact state keys of ``key``, one per policy:
-        ``<prefix>:{<identifier>}:<algorithm code><period>`` (see :mod:`ratelimit.overrides`
-        for the whole rule). Raises ConfigurationError for a non-str key."""
+        """The exact state keys of ``key`` in the store. No I/O.
+
+        :param key: as for ``hit``. Kept as it is inside the ``{hash tag}`` when plain; an
+            empty key, one longer than :data:`MAX_IDENTIFIER`, one with ``{``, ``}``, control
+            characters or text that is not valid Unicode, or one starting with ``#`` becomes
+            ``#`` and 32 hex digits of its SHA-256.
+        :returns: one key per policy, ``<prefix>:{<identifier>}:<algorithm code><period>``
+            (see :mod:`ratelimit.overrides` for the whole rule).
+        :raises ConfigurationError: for a key that is not a str.
+        """
         return self._keys_of(key)[:-1]
 
     def _override_key(self, key: str) -> str:
@@ -646,30 +653,9 @@ def _shadowed(denial: Decision) -> Decision:
 class Limiter(_LimiterBase):
     """Decides, per key, whether a caller may go on; for sync code.
 
-    ``store``: a :class:`MemoryStore` (the default, a new one per limiter), :class:`RedisStore`
-    or :class:`UpstashStore`.
-
-    ``limits``: text such as ``"100/minute; 1000/day"`` (see :func:`ratelimit.parse`), a policy,
-    or a list of them. Every policy is checked and charged together: a hit is admitted only
-    when all of them allow it, and then charged to all of them, in one atomic store call.
-
-    ``prefix`` starts every store key. ``on_error`` says what a store failure decides:
-    ``"allow"`` (the default) and ``"deny"`` return a Decision with ``reason="store_error"``;
-    ``"raise"`` raises :class:`StoreError`. After a failure the store's circuit breaker keeps
-    checks from calling it for a short, growing back-off, so an outage costs one timeout, not
-    one per request. ``clock``: a callable returning seconds like ``time.time``; by default
-    Redis stores read the server's ``TIME`` (app servers with skewed clocks agree) and the
-    memory store reads ``time.time``. ``deny_cache``: how many denied keys to remember locally,
-    each until its ``retry_after``, to answer floods without a store call (``reason="cached"``);
-    by default 10,000 on remote stores and off on the memory store; 0 turns it off.
-    ``on_event``: a callable receiving an :class:`~ratelimit.events.Event` for each decision
-    and each breaker change, for metrics (labels: kind, prefix, policy id; never the key); an
-    ``async def`` one is run as a task by AsyncLimiter and refused by Limiter. The store's
-    breaker holds the limiter weakly: a dropped limiter is collected and hears no more.
-    ``shadow=True`` decides, charges and reports as enforcement would, but never denies: a
-    would-be denial comes back ``allowed=True, reason="shadow"`` with enforcement's
-    ``remaining``, ``retry_after`` and ``reset_after``, charges nothing, and emits
-    ``"shadow_denied"``; ``wait`` never sleeps. It needs ``on_error="allow"``.
+    Every policy is checked and charged together: a hit is admitted only when all of them
+    allow it, and then charged to all of them, in one atomic store call. Methods block on the
+    store's I/O (none on the memory store).
 
     ::
 
@@ -677,8 +663,32 @@ class Limiter(_LimiterBase):
         if not limiter.hit(f"user:{user_id}").allowed:
             ...
 
-    Methods block on the store's I/O (none for the memory store). Raises ConfigurationError
-    for bad limits, options, keys or costs.
+    :param limits: text such as ``"100/minute; 1000/day"`` (see :func:`ratelimit.parse`), a
+        policy, or a list of them.
+    :param store: a :class:`MemoryStore` (the default, a new one per limiter),
+        :class:`RedisStore` or :class:`UpstashStore`.
+    :param prefix: the first part of every store key: non-empty text without braces or
+        control characters.
+    :param on_error: what a store failure (or the store's open circuit breaker) decides:
+        ``"allow"`` (the default) and ``"deny"`` return a Decision with
+        ``reason="store_error"``; ``"raise"`` raises :class:`StoreError`. See the Failure
+        policy page of the docs.
+    :param clock: a callable returning seconds, like ``time.time``. By default Redis stores
+        read the server's ``TIME`` (app servers with skewed clocks agree) and the memory store
+        reads ``time.time``.
+    :param deny_cache: how many denied keys to remember locally, each until its
+        ``retry_after``, answering them without a store call (``reason="cached"``); by
+        default 10,000 on remote stores and off on the memory store; 0 turns it off.
+    :param on_event: a callable given an :class:`~ratelimit.events.Event` for each decision
+        and each breaker change (never the key). An ``async def`` one is run as a task by
+        :class:`AsyncLimiter` and refused here. The store's breaker holds the limiter weakly:
+        a dropped limiter is collected and hears no more.
+    :param shadow: decide, charge and report as enforcement would, but never deny: a
+        would-be denial comes back ``allowed=True, reason="shadow"`` with enforcement's
+        numbers, charges nothing and emits ``"shadow_denied"``; ``wait`` never sleeps. Needs
+        ``on_error="allow"``.
+    :raises ConfigurationError: for bad limits or options (each named), an async store, or a
+        :class:`MemoryStore` whose ``max_keys`` cannot hold one key per policy.
     """
 
     __slots__ = ()
@@ -714,18 +724,24 @@ class Limiter(_LimiterBase):
 
     @property
     def overrides(self) -> Overrides:
-        """Per-identifier limits kept in the store: ``set``, ``get``, ``delete`` (see
-        :class:`~ratelimit.overrides.Overrides`)."""
+        """Per-identifier limits kept in the store: an
+        :class:`~ratelimit.overrides.Overrides` (``set``, ``get``, ``delete``)."""
         return self._overrides
 
     def hit(self, key: str, cost: int = 1) -> Decision:
-        """Spend ``cost`` (default 1) for ``key`` if every policy allows it; else spend nothing.
+        """Spend ``cost`` for ``key`` if every policy allows it; else spend nothing.
 
-        ``cost=0`` only looks. Blocks on one store call (none when a cached denial or the open
-        breaker answers). Raises ConfigurationError for a bad key or cost (negative, not an int,
-        or more than a policy can ever hold); StoreError when the store failed and
-        ``on_error="raise"``; ConfigurationError on a limiter holding a Concurrency policy
-        (use :meth:`acquire`).
+        Blocks on one store call (none when a cached denial or the open breaker answers).
+
+        :param key: who is asking, such as ``"user:42"``; any str (long or unusual ones are
+            hashed, see :meth:`keys`).
+        :param cost: units to spend, a non-negative int; 0 only looks.
+        :returns: the :class:`Decision`.
+        :raises ConfigurationError: for a key that is not a str, a cost that is negative, not
+            an int or more than a policy can ever hold, or on a limiter holding a
+            :class:`Concurrency` policy (use :meth:`acquire`).
+        :raises StoreError: when the store failed, or its breaker is open, and
+            ``on_error="raise"``.
         """
         if self._slots:
             self._refuse_hit()
@@ -742,8 +758,12 @@ class Limiter(_LimiterBase):
         return self._finish(key, cost, reply, breaker, ticket, at)
 
     def peek(self, key: str, cost: int = 1) -> Decision:
-        """The Decision a hit of ``cost`` would get now, charging nothing; ``remaining`` is
-        what is there now. Blocks and raises as :meth:`hit` does."""
+        """The Decision a :meth:`hit` of ``cost`` would get now, charging nothing; its
+        ``remaining`` is what is there now. Unlike ``hit``, it works on a limiter holding a
+        :class:`Concurrency` policy too: that policy's detail shows the free slots.
+
+        Blocks, returns and raises as :meth:`hit` does.
+        """
         if self._direct is not None:
             return self._direct_check(key, cost, False)
         started = self._start(key, cost)
@@ -757,14 +777,21 @@ class Limiter(_LimiterBase):
         return self._finish(key, cost, reply, breaker, ticket, at)
 
     def acquire(self, key: str, cost: int = 1) -> Lease:
-        """Take a slot in every Concurrency policy and charge ``cost`` to every rate policy,
-        all or nothing, in one store call; returns the :class:`Lease` (``allowed``,
-        ``decision``, ``release()``, ``renew()``, ``settle()``).
+        """Take a slot in every :class:`Concurrency` policy and charge ``cost`` to every rate
+        policy, all or nothing, in one store call.
 
-        ``with limiter.acquire(key) as decision:`` raises RateLimitExceeded when denied and
-        releases on exit. A lease takes one slot whatever its cost; ``cost=0`` charges the rate
-        policies nothing. A store failure follows ``on_error`` as :meth:`hit` does (``allow``:
-        a lease that holds nothing). Blocks on one store call. Raises as :meth:`hit` does.
+        ``with limiter.acquire(key) as decision:`` raises :class:`RateLimitExceeded` when
+        denied and releases on exit. A lease takes one slot whatever its cost; ``cost=0``
+        charges the rate policies nothing. A store failure follows ``on_error`` as in
+        :meth:`hit` (``"allow"``: a lease that holds nothing). Blocks on one store call. See
+        the In-flight limits page of the docs.
+
+        :param key: who is asking, as for :meth:`hit`.
+        :param cost: units to charge the rate policies, as for :meth:`hit`.
+        :returns: the :class:`Lease` (``allowed``, ``decision``, ``release()``, ``renew()``,
+            ``settle()``).
+        :raises ConfigurationError: for a bad key or cost, as :meth:`hit`.
+        :raises StoreError: when the store failed and ``on_error="raise"``.
         """
         started = self._start(key, cost)
         if type(started) is not tuple:
@@ -827,11 +854,17 @@ class Limiter(_LimiterBase):
         return charged
 
     def reset(self, key: str) -> None:
-        """Forget ``key``'s state in every policy (deletes its exact store keys) and its
-        cached denial. Blocks on one store call, none while the store's breaker is open (the
-        reset is then not done, as when it fails). Raises StoreError when the store failed, or
-        its breaker is open, and ``on_error="raise"``; otherwise a failed reset is logged by
-        the breaker and ignored."""
+        """Forget ``key``'s state in every policy (delete its exact store keys) and its cached
+        denial.
+
+        Blocks on one store call, none while the store's breaker is open (the reset is then
+        not done, as when it fails); otherwise a failed reset is logged and ignored.
+
+        :param key: as for :meth:`hit`.
+        :raises ConfigurationError: for a key that is not a str.
+        :raises StoreError: when the store failed, or its breaker is open, and
+            ``on_error="raise"``.
+        """
         started = self._admit(self._forget(key))
         if type(started) is not tuple:
             return  # the breaker is open: on_error decided, no timeout spent
@@ -844,13 +877,21 @@ class Limiter(_LimiterBase):
             self._finish_reset(breaker, ticket)
 
     def wait(self, key: str, cost: int = 1, timeout: float | None = None) -> Decision:
-        """Sleep until ``cost`` is allowed for ``key``, then spend it and return the Decision.
+        """Sleep until ``cost`` is allowed for ``key``, then spend it.
 
         Blocks the thread (``time.sleep``) for at most ``timeout`` seconds of real time
-        (``time.monotonic``, whatever the limiter's ``clock``; None or ``inf``: as long as it
-        takes). Raises RateLimitExceeded, carrying the last Decision, as soon as the wait would
-        pass the timeout; ConfigurationError for a timeout that is not a non-negative number
-        (NaN included), and as :meth:`hit` does; StoreError as :meth:`hit` does.
+        (``time.monotonic``, whatever the limiter's ``clock``).
+
+        :param key: as for :meth:`hit`.
+        :param cost: as for :meth:`hit`.
+        :param timeout: the longest wait in seconds, a non-negative number; None or ``inf``:
+            as long as it takes.
+        :returns: the allowed :class:`Decision`.
+        :raises RateLimitExceeded: carrying the last Decision, as soon as the wait would pass
+            ``timeout``.
+        :raises ConfigurationError: for a timeout that is not a non-negative number (NaN
+            included), and as :meth:`hit` does.
+        :raises StoreError: as :meth:`hit` does.
         """
         deadline = deadline_of(timeout)
         sleep = self._sleep or time.sleep
@@ -866,14 +907,14 @@ class Limiter(_LimiterBase):
 class AsyncLimiter(_LimiterBase):
     """:class:`Limiter` for asyncio code: the same arguments and methods, awaitable.
 
-    ``store``: a :class:`MemoryStore` (the default), :class:`AsyncRedisStore` or
-    :class:`AsyncUpstashStore`. Methods await the store's I/O and never block the event loop
-    on the network. The other arguments are those of :class:`Limiter`.
+    Methods await the store's I/O and never block the event loop on the network. The
+    arguments not listed here are those of :class:`Limiter`.
 
-    ::
-
-        limiter = rl.AsyncLimiter("100/minute", store=rl.AsyncRedisStore(client))
-        decision = await limiter.hit(f"ip:{ip}")
+    :param store: a :class:`MemoryStore` (the default), :class:`AsyncRedisStore` or
+        :class:`AsyncUpstashStore`.
+    :param on_event: as for :class:`Limiter`; an ``async def`` listener is run as a task of
+        the running event loop, each event once.
+    :raises ConfigurationError: as :class:`Limiter` does, and for a sync store.
     """
 
     __slots__ = ()

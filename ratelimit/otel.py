@@ -1,30 +1,11 @@
 """OpenTelemetry metrics for limiters: :class:`Metrics`, an ``on_event`` listener.
 
-::
-
-    from ratelimit.otel import Metrics
-
-    metrics = Metrics()      # the global MeterProvider, or Metrics(meter_provider=provider)
-    limiter = rl.Limiter("100/minute", store=store, prefix="api", on_event=metrics)
-
-Instruments (meter ``"ratelimit"``):
-
-- ``ratelimit.checks`` (observable counter, ``{check}``): checks by ``ratelimit.outcome``
-  (``allowed``, ``denied``, ``cached``, ``store_error``, ``shadow_denied``), with
-  ``ratelimit.prefix`` and ``ratelimit.policy`` (the binding policy's id); an allowed check
-  also carries ``ratelimit.near_limit``: True when it left the binding policy with at most a
-  fifth of its limit (80% used, Envoy's ``near_limit``).
-- ``ratelimit.store.duration`` (histogram, seconds): how long store calls took, failed ones
-  included, with ``ratelimit.prefix``: the calls the limiter timed (``Event.duration``: every
-  call at low traffic, about 100 a second per limiter under load), so its count is a sample.
-  They are kept here and recorded when the SDK collects (at most the :data:`DURATIONS` newest
-  between two collections), so that no check makes an OpenTelemetry call.
-- ``ratelimit.breaker.state`` (observable gauge): 1 while the store of the limiters with that
-  ``ratelimit.prefix`` is in an outage (its circuit breaker open), 0 once it answers again.
-
-The identifier (user id, IP address) is never an attribute: an :class:`~ratelimit.events.Event`
-does not carry it, so a million clients make as many series as one. This module imports
-OpenTelemetry when a :class:`Metrics` is built, not before (``pip install ratelimit-atomic[otel]``).
+Its instruments (meter ``"ratelimit"``): ``ratelimit.checks`` (observable counter, by
+``ratelimit.outcome``, ``ratelimit.prefix``, ``ratelimit.policy``, and ``ratelimit.near_limit``
+for allowed checks), ``ratelimit.store.duration`` (histogram, seconds, a sample: the calls the
+limiter timed) and ``ratelimit.breaker.state`` (observable gauge, 1 during an outage). The key
+is never an attribute. This module imports OpenTelemetry when a :class:`Metrics` is built
+(``pip install ratelimit-atomic[otel]``). See the Production controls page of the docs.
 """
 
 from __future__ import annotations
@@ -79,17 +60,18 @@ class _Series:
 
 
 class Metrics:
-    """An ``on_event`` listener that reports limiters' checks to OpenTelemetry.
-
-    ``meter_provider``: where the instruments live (default: OpenTelemetry's global provider,
-    read when the Metrics is built).
+    """An ``on_event`` listener that reports limiters' checks to OpenTelemetry
+    (``rl.Limiter(..., on_event=Metrics())``).
 
     A check costs two dict lookups and one count, and no OpenTelemetry call: counts and store
-    durations are kept here and handed to the SDK when it collects (its callbacks record the
-    durations into the histogram). Thread-safe without a lock (each count is advanced by one
-    C call, atomically; durations wait in a ``deque``). One Metrics may serve many limiters;
-    share it rather than building one per limiter, since each registers its own instruments.
-    Never raises into the limiter. Raises ImportError without ``opentelemetry-api``.
+    durations (at most the :data:`DURATIONS` newest between two collections) are kept here and
+    handed to the SDK when it collects. Thread-safe without a lock; never blocks. One Metrics
+    may serve many limiters: share it rather than build one per limiter, since each registers
+    its own instruments.
+
+    :param meter_provider: where the instruments live; default OpenTelemetry's global
+        provider, read when the Metrics is built.
+    :raises ImportError: without ``opentelemetry-api``.
     """
 
     __slots__ = ("_breakers", "_durations", "_histogram", "_series")
@@ -141,6 +123,7 @@ class Metrics:
         )
 
     def __call__(self, event: Event) -> None:
+        """Count ``event``; the limiter calls it. Never raises into the limiter."""
         # The hot path: two dict lookups on text (prefix, then policy id), one comparison and
         # one atomic count per check, no allocation. A breaker event, an event without a
         # policy and the first check of a series or outcome take the slow path. Nothing after

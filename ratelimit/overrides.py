@@ -1,19 +1,11 @@
 """Per-identifier overrides: one identifier's own limits, kept in the store.
 
-``limiter.overrides`` is an :class:`Overrides` (an :class:`AsyncOverrides` on an
-:class:`~ratelimit.AsyncLimiter`)::
-
-    limiter.overrides.set("user:42", "1000/minute", ttl=86_400)  # one SET
-    limiter.overrides.get("user:42")      # (SlidingWindow(limit=1000, period=60),) or None
-    limiter.overrides.delete("user:42")   # one DEL
-
-An override is the plan text of its policies (``argv[4]`` of ``lua/limiter.lua``) at
-``<prefix>:{<identifier>}:override``. Every check reads it inside the one script call that
-checks (the memory store: in the same lock), so every process applies it at its next check
-that reaches the store. State keys are named by algorithm and period, not by limit, so an
-override keeps what its identifier has spent under a policy of the same algorithm and period:
-a window keeps its count, a bucket its level (tokens held, never above the new burst). A
-changed period or time unit starts afresh. See "Overrides" in ``lua/limiter.lua``.
+:class:`Overrides` and :class:`AsyncOverrides` (``limiter.overrides``), and the readers of a
+stored override's plan text. An override lives at ``<prefix>:{<identifier>}:override`` and is
+read by every check inside its one script call. State keys are named by algorithm and period,
+not by limit, so an override keeps what its identifier has spent under a policy of the same
+algorithm and period; a changed period or time unit starts afresh. See the Production controls
+page of the docs, and "Overrides" in ``lua/limiter.lua``.
 """
 
 from __future__ import annotations
@@ -120,8 +112,12 @@ class _OverridesBase:
 
 
 class Overrides(_OverridesBase):
-    """The overrides of a :class:`~ratelimit.Limiter`'s prefix. Methods block on one store
-    call and raise StoreError when it failed, whatever the limiter's ``on_error`` says."""
+    """The overrides of a :class:`~ratelimit.Limiter`'s prefix: ``limiter.overrides``, never
+    built by callers.
+
+    Each method blocks on one store call and raises :class:`~ratelimit.StoreError` when it
+    failed, whatever the limiter's ``on_error`` says.
+    """
 
     __slots__ = ("_store",)
 
@@ -131,31 +127,48 @@ class Overrides(_OverridesBase):
         self._store = store
 
     def set(self, identifier: str, limits: Limits, ttl: float | timedelta | None = None) -> None:
-        """Give ``identifier`` its own limits (text, a policy or a list, as the limiter takes)
-        instead of the limiter's, from the next check that reaches the store, for ``ttl``
-        seconds (or a timedelta) on the store's clock, or until deleted (None). Raises
-        ConfigurationError, writing nothing, for an identifier that is not text, limits that
-        do not parse or a ttl that is not positive; StoreError when the store failed."""
+        """Give ``identifier`` its own limits instead of the limiter's, from the next check
+        that reaches the store. Blocks on one store call (one ``SET``).
+
+        :param identifier: the key, as given to ``hit``.
+        :param limits: text, a policy or a list, as the limiter takes.
+        :param ttl: how long the override lasts, in seconds (or a ``timedelta``) on the store's
+            clock; None: until deleted.
+        :raises ConfigurationError: writing nothing, for an identifier that is not text,
+            limits that do not parse or a ttl that is not positive.
+        :raises StoreError: when the store failed.
+        """
         key, plan, ttl_ms = self._prepare(identifier, limits, ttl)
         self._store.set_override(key, plan, ttl_ms, self._now())
         self._forget(identifier)
 
     def get(self, identifier: str) -> tuple[Policy, ...] | None:
-        """The policies of ``identifier``'s override, or None. Raises ConfigurationError for
-        an identifier that is not text; StoreError."""
+        """``identifier``'s override. Blocks on one store call.
+
+        :param identifier: the key, as given to ``hit``.
+        :returns: the override's policies, or None when it has none.
+        :raises ConfigurationError: for an identifier that is not text.
+        :raises StoreError: when the store failed, or holds an override this version cannot
+            read.
+        """
         key = self._key(identifier)
         return self._policies(self._store.get_override(key, self._now()))
 
     def delete(self, identifier: str) -> None:
-        """Remove ``identifier``'s override (nothing when it has none): the limiter's own
-        policies apply again. Raises ConfigurationError; StoreError."""
+        """Remove ``identifier``'s override, if any: the limiter's own policies apply again.
+        Blocks on one store call (one ``DEL``).
+
+        :param identifier: the key, as given to ``hit``.
+        :raises ConfigurationError: for an identifier that is not text.
+        :raises StoreError: when the store failed.
+        """
         self._store.delete_override(self._key(identifier))
         self._forget(identifier)
 
 
 class AsyncOverrides(_OverridesBase):
-    """:class:`Overrides` of an :class:`~ratelimit.AsyncLimiter`: the same methods,
-    awaitable."""
+    """:class:`Overrides` of an :class:`~ratelimit.AsyncLimiter`: the same methods, awaiting
+    the store."""
 
     __slots__ = ("_store",)
 

@@ -1,19 +1,9 @@
 """Policies: *what* is limited and *how* it is counted.
 
-A policy is an immutable value: its algorithm and its numbers. It knows nothing of keys or
-stores. Three algorithms exist, each with a Lua script in ``lua/`` and a Python twin in
-:mod:`ratelimit._algorithms`:
-
-- :class:`FixedWindow`: ``limit`` units per window of ``period``; the window starts at the
-  key's first hit, so keys do not all reset at the same instant.
-- :class:`SlidingWindow`: the weighted two-window counter, smoother than a fixed window, never
-  admitting more than ``limit`` in any window-aligned pair of windows; approximate in between.
-- :class:`TokenBucket`: refills ``rate`` tokens per ``period`` continuously and holds ``burst``.
-
-and one in-flight limit, :class:`Concurrency`: at most ``limit`` leases held at once, each
-freed by its release or ``lease`` seconds after it was taken (``lua/concurrency.lua``).
-
-:func:`parse` reads the ``limits`` grammar (``"10/second; 1000 per day"``) into policies.
+The three rate algorithms (:class:`FixedWindow`, :class:`SlidingWindow`, :class:`TokenBucket`),
+the in-flight limit :class:`Concurrency`, their base :class:`Policy`, and :func:`parse`, which
+reads limits written as text. A policy is an immutable value that knows nothing of keys or
+stores. See the Choosing an algorithm page of the docs.
 """
 
 from __future__ import annotations
@@ -90,19 +80,18 @@ def _seconds_text(ms: int) -> str:
 
 
 class Policy:
-    """Base of the three policies. Immutable, hashable, comparable by value.
+    """Base of the policies: immutable, hashable, comparable by value.
 
-    Attributes shared by all policies:
-
-    - ``limit``: the most units the policy admits at once (the ``limit`` of a window, the
-      ``burst`` of a bucket); the largest cost it can ever allow.
-    - ``period``: seconds, as a float. ``period_ms``: the same in whole milliseconds.
-    - ``id``: a short text naming the algorithm and its numbers (in events and headers). Store
-      keys name only the algorithm and period (see :mod:`ratelimit.overrides`), so that a
-      changed limit keeps what was spent.
-    - ``tick_ms``: the time unit the policy counts in, in milliseconds: 1, or coarser for a
-      large quota (such as ``"100000000/day"``) whose numbers in milliseconds could not be
-      computed exactly; its ``retry_after`` and ``reset_after`` are then exact to that unit.
+    :ivar limit: the most units the policy admits at once (the ``limit`` of a window, the
+        ``burst`` of a bucket, the slots of a Concurrency); the largest cost it can allow.
+    :ivar period_ms: the period (the lease, for a Concurrency) in whole milliseconds;
+        :attr:`period` is the same in seconds.
+    :ivar id: a short text naming the algorithm and its numbers, used in events and headers.
+        Store keys name only the algorithm and period (see :mod:`ratelimit.overrides`), so a
+        changed limit keeps what was spent.
+    :ivar tick_ms: the unit the policy counts time in, in milliseconds: 1, or coarser for a
+        large quota (such as ``"100000000/day"``) whose numbers in milliseconds could not be
+        computed exactly; its ``retry_after`` and ``reset_after`` are exact to that unit.
     """
 
     __slots__ = ("_argv", "id", "limit", "period_ms", "tick_ms")
@@ -151,14 +140,14 @@ class Policy:
 
 
 class FixedWindow(Policy):
-    """At most ``limit`` units per window of ``period`` seconds (or a timedelta).
+    """At most ``limit`` units per window of ``period``; a key's window opens at its first hit,
+    and the count starts again from zero when it ends.
 
-    A key's window opens at its first hit and lasts ``period``; the count then starts again
-    from zero. Cheap and exact, but a client may spend ``limit`` at the end of one window and
-    ``limit`` again at the start of the next.
-
-    Raises ConfigurationError for a non-positive limit or period, or a limit of 2**52 or more
-    (it forms no product of limit and period, so any quota below that is counted exactly).
+    :param limit: units per window, a positive int below 2**52 (so any quota is counted
+        exactly).
+    :param period: the window, in seconds (int or float) or a ``timedelta``: positive, a whole
+        number of milliseconds, at most 100 years.
+    :raises ConfigurationError: for a non-positive limit or period, or a limit of 2**52 or more.
     """
 
     __slots__ = ()
@@ -182,15 +171,17 @@ class FixedWindow(Policy):
 class SlidingWindow(Policy):
     """At most ``limit`` units per ``period``, by the weighted two-window counter.
 
-    The current window's count plus the previous window's count, weighted by how much of it
-    still overlaps the last ``period``, must stay within ``limit``; the comparison is exact in
-    integers. It assumes the previous window's hits were spread evenly, so over an arbitrary
-    span of ``period`` it may admit more than ``limit`` when they were bunched (at most twice
-    ``limit`` in the worst case, and never more than ``limit`` within one window).
+    The current window's count plus the previous window's, weighted by how much of it still
+    overlaps the last ``period``, must stay within ``limit`` (compared exactly, in integers).
+    Within one window it never admits more than ``limit``; over an arbitrary span of ``period``
+    it may admit up to twice ``limit`` when the previous window's hits were bunched.
 
-    Counts in milliseconds, or in a coarser unit (``tick_ms``) where ``limit * period`` in
-    milliseconds would leave 2**52 (``"100000000/day"``: 10 ms). Raises ConfigurationError for
-    a non-positive limit or period, or numbers no unit can count exactly.
+    :param limit: units per period, a positive int.
+    :param period: seconds (int or float) or a ``timedelta``; positive. Counted in
+        milliseconds, or in a coarser ``tick_ms`` where ``limit * period`` in milliseconds
+        would reach 2**52 (``"100000000/day"``: 10 ms).
+    :raises ConfigurationError: for a non-positive limit or period, or numbers no unit can
+        count exactly.
     """
 
     __slots__ = ()
@@ -214,11 +205,13 @@ class TokenBucket(Policy):
 
     A new key starts full. A hit of cost ``c`` takes ``c`` tokens or, when fewer are there, is
     denied and takes none. Refill is exact: at 3 tokens per second, 30 tokens take exactly 10 s.
-    ``burst`` defaults to ``rate``; ``limit`` (the largest cost ever allowed) is ``burst``.
 
-    Counts time as :class:`SlidingWindow` does (``tick_ms``: 1, or coarser for a large burst
-    over a long period). Raises ConfigurationError for non-positive numbers or ones too large
-    to be exact.
+    :param rate: tokens added per ``period``, a positive int.
+    :param period: seconds (int or float) or a ``timedelta``; positive. Time is counted as
+        :class:`SlidingWindow` counts it (``tick_ms``).
+    :param burst: tokens the bucket holds when full, also its ``limit`` (the largest cost
+        ever allowed); default ``rate``.
+    :raises ConfigurationError: for non-positive numbers, or ones too large to be exact.
     """
 
     __slots__ = ("rate",)
@@ -254,16 +247,18 @@ class TokenBucket(Policy):
 class Concurrency(Policy):
     """At most ``limit`` leases in flight at once per identifier: an in-flight limit.
 
-    A slot is taken by :meth:`Limiter.acquire <ratelimit.Limiter.acquire>` and held until the
-    lease is released, or at the latest ``lease`` seconds (or a timedelta) after it was taken
-    or last renewed, by the store's clock: a worker that crashed holding a slot frees it by
-    itself. A lease takes one slot whatever its cost; the cost goes to the limiter's rate
-    policies. A limiter holding a Concurrency policy refuses ``hit()``: a slot taken by a hit
-    could never be released.
+    A slot is taken by :meth:`Limiter.acquire` and held until the lease is released, or at
+    the latest ``lease`` after it was taken or last renewed, by the store's clock, so a worker
+    that crashed holding a slot frees it by itself. A lease takes one slot whatever its cost;
+    the cost goes to the limiter's rate policies. A limiter holding a Concurrency policy
+    refuses ``hit()``. ``period`` and ``period_ms`` are the lease. See the In-flight limits
+    page of the docs.
 
-    ``limit`` is the number of slots (below 10**9); ``period`` and ``period_ms`` are the lease.
-    Raises ConfigurationError for a limit that is not a positive integer below 10**9, or a
-    lease that is not a positive whole number of milliseconds.
+    :param limit: the number of slots, a positive int below 10**9.
+    :param lease: how long a slot is held at most without a renew: seconds (int or float) or a
+        ``timedelta``; a positive whole number of milliseconds, at most about 30 years.
+    :raises ConfigurationError: for a limit that is not a positive int below 10**9, or a bad
+        lease.
     """
 
     __slots__ = ()
@@ -347,12 +342,13 @@ def parse(text: str, algorithm: str | type[Policy] | None = None) -> list[Policy
     ``hour``, ``day``, ``month`` (30 days) and ``year`` (365 days) with their plurals and short
     forms (``s``, ``m``, ``h``, ``d``, ``y``). A token bucket's item may end in ``burst N``.
 
-    ``algorithm`` picks the policy class (``"fixed_window"``, ``"sliding_window"``,
-    ``"token_bucket"`` or the class itself). By default items are sliding windows, and items
-    with ``burst`` are token buckets.
-
-    Raises ConfigurationError naming the item that cannot be read, an unknown unit or
-    algorithm, or ``burst`` given to a window algorithm.
+    :param text: the limits, such as ``"10/second; 1000/day"``.
+    :param algorithm: the policy class for every item: ``"fixed_window"``,
+        ``"sliding_window"``, ``"token_bucket"`` or the class itself. By default items are
+        sliding windows, and items with ``burst`` are token buckets.
+    :returns: the policies, one per item.
+    :raises ConfigurationError: naming the item that cannot be read, an unknown unit or
+        algorithm, or ``burst`` given to a window algorithm.
     """
     if not isinstance(text, str):
         raise ConfigurationError(f"limits must be text such as '10/second', got {text!r}")

@@ -1,32 +1,9 @@
-"""WSGI rate-limit middleware for Flask, Django, Pyramid, Bottle or any WSGI application.
+"""WSGI rate-limit middleware for Flask, Django, Pyramid, Bottle or any WSGI application:
+:class:`WSGIRateLimitMiddleware` and its :class:`Rule`.
 
-::
-
-    import ratelimit as rl
-    from ratelimit import keys
-    from ratelimit.wsgi import Rule, WSGIRateLimitMiddleware
-
-    app.wsgi_app = WSGIRateLimitMiddleware(          # Flask; or wrap any WSGI callable
-        app.wsgi_app,
-        limiter=rl.Limiter("100/minute", store=rl.RedisStore(client)),
-        key=keys.client_ip(trusted_proxies=["10.0.0.0/8"]),
-        rules=[Rule("/login", "5/minute", methods=["POST"])],
-        exempt=["/health"],
-        headers="ietf",
-    )
-
-Rules, exemptions, keys and headers work as in :mod:`ratelimit.asgi`. Rules and exemptions
-see the request as Werkzeug (Flask) routes it: the path decoded as UTF-8 (``Rule("/café")``)
-with runs of slashes merged (``//login`` is ``/login``), the method in upper case. A
-single-valued header the application's response already has (a Flask view's own limit, say)
-is not added a second time: the application's value stands. Custom key, cost and
-exempt callables get the WSGI ``environ`` (the request of raw WSGI; the built-in keys read it
-directly). An allowed request goes on with the rate-limit headers added to the headers its
-application passes to ``start_response`` (each time it is called, so an error page sent with
-``exc_info`` gets them too); the application's own iterable is returned as it is, so its
-``close()`` reaches the server and ``wsgi.file_wrapper`` stays effective. A denied request is
-answered here: ``429`` with ``Retry-After``, the headers and a problem+json body, or the
-``deny`` callable's response (``503`` when a store failure denied it).
+Rules, exemptions, keys and headers work as in :mod:`ratelimit.asgi`; rules and exemptions see
+the request as Werkzeug (Flask) routes it: the path decoded as UTF-8 with runs of slashes
+merged, the method in upper case. See the WSGI page of the docs.
 """
 
 from __future__ import annotations
@@ -99,23 +76,37 @@ def route_path(environ: Environ) -> str:
 class WSGIRateLimitMiddleware:
     """Limits the requests of a WSGI application.
 
-    ``limiter``: the limit of every request no rule matches (a :class:`Limiter`, or text such
-    as ``"100/minute"`` for a Limiter on a MemoryStore); None limits only what ``rules``
-    match. ``key``: the client's key function, called with the ``environ`` (default
-    ``keys.client_ip()``). ``rules``: :class:`Rule` list, first match wins. ``exempt``: path
-    patterns or a callable of the environ returning True for requests never limited.
-    ``headers``: ``"ietf"`` (default), ``"draft-6"``, ``"legacy"``, a tuple, or None.
-    ``cost``: units per request, or a callable of the environ. ``deny``: a callable of
-    ``(environ, decision)`` returning the WSGI app that answers a denied request (such as a
-    Werkzeug ``Response``); ``Retry-After`` and the rate-limit headers are added unless it
-    sets them. ``partition_key_secret``: bytes; adds a hashed ``pk`` to ``RateLimit``.
+    The first :class:`Rule` whose path and method match picks the limiter, else ``limiter``
+    does; requests that nothing picks, and exempt ones, go straight to the application. An
+    allowed request goes on with the rate-limit headers added to those its application passes
+    to ``start_response`` (each call, so an error page sent with ``exc_info`` gets them too);
+    the application's iterable is returned as it is. A denied request is answered here:
+    ``429`` with ``Retry-After``, the headers and a problem+json body, or ``deny``'s response
+    (``503`` when a store failure denied it). A limiter with a
+    :class:`~ratelimit.Concurrency` policy, or a rule with ``count=``, takes a lease released
+    when the server closes the response iterable. See the WSGI page of the docs.
 
-    A limiter with a ``Concurrency`` policy, or a rule with ``count=``, takes a lease instead
-    of a hit, released when the server closes the response iterable (after the rule's
-    ``count`` of the status, which gives the cost back when False).
-    Blocks on the limiter's store once per limited request. Raises ConfigurationError at
-    construction for bad options; per request only what the application, a custom callable,
-    or a limiter with ``on_error="raise"`` raises (ConfigurationError when a key returns no str).
+    Blocks on the limiter's store once per limited request.
+
+    :param app: the WSGI application to wrap.
+    :param limiter: the limit of every request no rule matches: a :class:`~ratelimit.Limiter`,
+        or text such as ``"100/minute"`` (a Limiter on a new MemoryStore); None limits only
+        what ``rules`` match.
+    :param key: the client's key function, called with the WSGI ``environ``; default
+        :func:`ratelimit.keys.client_ip`.
+    :param rules: :class:`Rule` objects, first match wins.
+    :param exempt: path patterns (as :class:`Rule` paths), or a callable of the environ
+        returning True for requests never limited.
+    :param headers: ``"ietf"`` (default), ``"draft-6"``, ``"legacy"``, a tuple of them, or None
+        (see :mod:`ratelimit.headers`).
+    :param cost: units per request, an int or a callable of the environ.
+    :param deny: a callable of ``(environ, decision)`` returning the WSGI app that answers a
+        denied request (such as a Werkzeug ``Response``); ``Retry-After`` and the rate-limit
+        headers are added unless it sets them.
+    :param partition_key_secret: bytes; adds a hashed ``pk`` to the ``RateLimit`` field.
+    :raises ConfigurationError: at construction, for a bad option; per request, when a key
+        function returns something other than a str. Otherwise a request raises only what the
+        application, a custom callable, or a limiter with ``on_error="raise"`` raises.
     """
 
     def __init__(

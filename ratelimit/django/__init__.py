@@ -1,53 +1,12 @@
-"""Django and Django REST framework: a view decorator, a middleware and a DRF throttle.
+"""Django and Django REST framework: the view decorator :func:`limit`, the app-wide
+:class:`RateLimitMiddleware`, the DRF :class:`Throttle`, and :class:`RateLimited`, what
+``RATELIMIT['VIEW']`` receives.
 
-::
-
-    # settings.py
-    INSTALLED_APPS += ["ratelimit.django"]            # system checks at start-up
-    MIDDLEWARE += ["ratelimit.django.RateLimitMiddleware"]   # RATELIMIT["DEFAULT"], per client
-    RATELIMIT = {
-        "STORE": "redis://localhost:6379/0",          # or "memory://" (one process only)
-        "TRUSTED_PROXIES": ["10.0.0.0/8"],
-        "DEFAULT": "1000/hour",
-    }
-    REST_FRAMEWORK = {
-        "DEFAULT_THROTTLE_CLASSES": ["ratelimit.django.Throttle"],
-        "DEFAULT_THROTTLE_RATES": {"uploads": "10/minute; 100/day"},
-    }
-
-    # views.py
-    from ratelimit.django import limit
-
-    @limit("5/minute")                                # per client IP, this view alone
-    def login(request): ...
-
-    @limit("20/minute", key=lambda r: f"user:{r.user.pk}")
-    async def search(request): ...                    # awaited on the event loop
-
-Settings, one ``RATELIMIT`` dict (every key optional; an unknown key is an error):
-
-==========================  ========================================================================
-``STORE``                   ``"memory://"`` (default; this process only) or a ``redis://``,
-                            ``rediss://`` or ``unix://`` URL (``RedisStore.from_url``)
-``PREFIX``                  ``"ratelimit"``: the first part of every store key
-``ON_ERROR``                ``"allow"``: what a store failure decides (``"deny"``: 503; ``"raise"``)
-``HEADERS``                 ``"ietf"``; or ``"draft-6"``, ``"legacy"``, a list, None
-``TRUSTED_PROXIES``         ``[]``: CIDRs of your reverse proxies, for the client-IP key
-``KEY``                     the default key: a callable of the request or its dotted path
-``DEFAULT``                 None; a limit such as ``"1000/hour"`` that the middleware applies per
-                            client to every request
-``EXEMPT``                  path patterns the middleware skips (``"/health"``, ``"/static/*"``)
-``VIEW``                    a view ``(request, exception) -> response`` (or its dotted path)
-                            answering a 429 instead of ours; ``exception.decision`` and
-                            ``exception.response`` (our 429) are given; ``Retry-After`` and the
-                            rate-limit headers are added unless it sets them
-``ENABLED``                 ``True``; ``False`` turns every limit off
-``PARTITION_KEY_SECRET``    None; bytes or text, adds a hashed ``pk`` to ``RateLimit``
-==========================  ========================================================================
-
-Settings are read at the first request and again after Django's ``setting_changed``
+Settings are one ``RATELIMIT`` dict (``STORE``, ``DEFAULT``, ``KEY``, ``TRUSTED_PROXIES``, ...,
+every key optional, an unknown key an error), listed on the Django and DRF page of the docs.
+They are read at the first request and again after Django's ``setting_changed``
 (``override_settings``). Importing this module registers the system checks
-(:mod:`ratelimit.django.checks`); importing it never imports DRF (``Throttle`` loads it).
+(:mod:`ratelimit.django.checks`); it never imports DRF (``Throttle`` loads it).
 """
 
 from __future__ import annotations

@@ -20,27 +20,17 @@ __all__ = ["Throttle"]
 
 
 class Throttle(BaseThrottle):  # type: ignore[misc]  # DRF ships no type information
-    """A DRF throttle on our limiter::
-
-        REST_FRAMEWORK = {
-            "DEFAULT_THROTTLE_CLASSES": ["ratelimit.django.Throttle"],
-            "DEFAULT_THROTTLE_RATES": {"uploads": "10/minute; 100/day", "user": "1000/hour"},
-        }
-
-        class UploadViewSet(viewsets.ModelViewSet):
-            throttle_scope = "uploads"        # every action of the viewset shares the limit
+    """A DRF throttle on this library's limiter (in ``DEFAULT_THROTTLE_CLASSES``), checking
+    and charging in one atomic store call.
 
     The scope is the view's ``throttle_scope``, else the class attribute ``scope`` (subclass
-    to set one, e.g. ``scope = "user"``); a view with neither is not throttled. Its rate comes
-    from ``DEFAULT_THROTTLE_RATES`` in our grammar (``"5/minute"``, ``"5 per minute"``,
-    ``"10/second; 1000/day"``; None: not limited). One limit per scope per client, counted in
-    ``RATELIMIT['STORE']``: the client is ``"user:<pk>"`` for an authenticated user, else the
-    key ``RATELIMIT['KEY']`` gives (default: the client IP with ``RATELIMIT['TRUSTED_PROXIES']``).
-    Override :meth:`get_key` to count by something else.
+    to set one); a view with neither is not throttled. Its rate comes from
+    ``DEFAULT_THROTTLE_RATES`` in this library's grammar (``"5 per minute"``,
+    ``"10/second; 1000/day"``; None: not limited): one limit per scope per client, counted in
+    ``RATELIMIT['STORE']``. The client is :meth:`get_key`'s.
 
-    ``allow_request`` blocks on the store once. Raises ConfigurationError for a scope without
-    a rate or a rate that does not parse (at the first request of the view), or a key that is
-    not a str.
+    :ivar decision: the :class:`~ratelimit.Decision` of the last :meth:`allow_request`, or
+        None before one.
     """
 
     scope: str | None = None
@@ -49,7 +39,14 @@ class Throttle(BaseThrottle):  # type: ignore[misc]  # DRF ships no type informa
         self.decision: Decision | None = None
 
     def get_key(self, request: Any, view: Any) -> str:
-        """The client a request is counted for: ``"user:<pk>"``, else RATELIMIT['KEY']."""
+        """The client a request is counted for; override it to count by something else.
+
+        :param request: the DRF request.
+        :param view: the view.
+        :returns: ``"user:<pk>"`` for an authenticated user, else the key ``RATELIMIT['KEY']``
+            gives (default: the client IP with ``RATELIMIT['TRUSTED_PROXIES']``).
+        :raises ConfigurationError: when a custom ``RATELIMIT['KEY']`` returns no str.
+        """
         user = getattr(request, "user", None)
         if user is not None and getattr(user, "is_authenticated", False):
             return f"user:{user.pk}"
@@ -59,7 +56,14 @@ class Throttle(BaseThrottle):  # type: ignore[misc]  # DRF ships no type informa
         return check_key(st.key(request), st.key)
 
     def allow_request(self, request: Any, view: Any) -> bool:
-        """Check and charge one request: True when allowed. Blocks on the store once."""
+        """Check and charge one request; DRF calls it. Blocks on the store once.
+
+        :param request: the DRF request.
+        :param view: the view.
+        :returns: True when allowed (or not throttled), False when denied.
+        :raises ConfigurationError: for a scope without a rate or a rate that does not parse
+            (at the first request of the view), bad settings, or a key that is not a str.
+        """
         scope = getattr(view, "throttle_scope", None) or self.scope
         if not scope:
             return True
@@ -85,8 +89,8 @@ class Throttle(BaseThrottle):  # type: ignore[misc]  # DRF ships no type informa
         return self.decision.allowed
 
     def wait(self) -> float | None:
-        """Seconds until the denied request would be allowed (DRF sends it as Retry-After,
-        rounded up), or None after an allowed one."""
+        """Seconds until the denied request would be allowed (DRF sends it as
+        ``Retry-After``, rounded up), or None after an allowed one."""
         if self.decision is None or self.decision.allowed:
             return None
         return max(self.decision.retry_after, 0.001)

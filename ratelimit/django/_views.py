@@ -44,8 +44,12 @@ _LISTS: Final = frozenset(("ratelimit-policy", "ratelimit"))
 
 
 class RateLimited(RateLimitExceeded):
-    """What ``RATELIMIT['VIEW']`` receives about a denied request: ``decision`` and
-    ``response``, the 429 this library would send."""
+    """A denied request, as ``RATELIMIT['VIEW']`` receives it (``view(request, exception)``);
+    never raised out of a view.
+
+    :param decision: the denying :class:`~ratelimit.Decision`, kept as ``decision``.
+    :param response: the 429 (or 503) this library would send, kept as ``response``.
+    """
 
     def __init__(self, decision: Decision, response: HttpResponse) -> None:
         super().__init__(decision)
@@ -257,24 +261,28 @@ def limit(
     count: Count | None = None,
 ) -> Callable[[V], V]:
     """Decorate a Django view with a rate limit: a function view (sync or async), a
-    class-based view (the class: every method it serves), or one method of a class.
-
-    ``limits``: text such as ``"5/minute; 100/day"``, policies, or a :class:`Limiter` (sync
-    views) / :class:`AsyncLimiter` (async views, awaited on the event loop). Text and policies
-    are counted in ``RATELIMIT['STORE']``. ``key``: a callable of the request returning a str
-    (an async view may use an async one); default ``RATELIMIT['KEY']``, else the client IP
-    with ``RATELIMIT['TRUSTED_PROXIES']``. ``cost``: units per request or a callable of the
-    request. ``name``: count under this name (default: the view's dotted name, so each
-    decorated view counts on its own; views given one name share a count). ``count``: a
-    callable of the response status; False gives the request's cost back
-    (``count=lambda status: status >= 400`` limits failed logins only). A limiter with a
-    ``Concurrency`` policy holds its slot for the view's call.
+    class-based view (the class: every method it serves shares one count), or one method of a
+    class.
 
     A denied request gets the 429 (``Retry-After``, rate-limit headers, problem+json), or
     ``RATELIMIT['VIEW']``'s response; an allowed one gets the headers on the view's response.
-    Decorating raises ConfigurationError for a bad limit, key, cost or a limiter of the wrong
-    kind; a request raises ConfigurationError for bad settings and when a key
-    returns no str. Blocks (sync views) or awaits (async views) the store once per request.
+    Blocks (sync views) or awaits (async views) the store once per request.
+
+    :param limits: text such as ``"5/minute; 100/day"`` or policies, counted in
+        ``RATELIMIT['STORE']``; or a :class:`~ratelimit.Limiter` (sync views) /
+        :class:`~ratelimit.AsyncLimiter` (async views, awaited on the event loop).
+    :param key: a callable of the request returning a str (an async view may use an async
+        one); default ``RATELIMIT['KEY']``, else the client IP with
+        ``RATELIMIT['TRUSTED_PROXIES']``.
+    :param cost: units per request, an int or a callable of the request.
+    :param name: count under this name; default the view's dotted name, so each decorated
+        view counts on its own and views given one name share a count.
+    :param count: a callable of the response status; False gives the request's cost back
+        (``count=lambda status: status >= 400`` limits failed logins only). A limiter with a
+        :class:`~ratelimit.Concurrency` policy holds its slot for the view's call.
+    :returns: the decorator.
+    :raises ConfigurationError: when decorating, for a bad limit, key or cost, or a limiter
+        of the wrong kind; per request, for bad settings and when a key returns no str.
     """
     spec = _Spec(limits, key, cost, name, count)
 
@@ -308,13 +316,17 @@ def _decorate_class(spec: _Spec, cls: type) -> type:
 
 
 class RateLimitMiddleware:
-    """``RATELIMIT['DEFAULT']`` (such as ``"1000/hour"``) on every request, per client
-    (``RATELIMIT['KEY']``, else the client IP), except paths in ``RATELIMIT['EXEMPT']``.
+    """Django middleware (in ``MIDDLEWARE``) applying ``RATELIMIT['DEFAULT']`` (such as
+    ``"1000/hour"``) to every request, per client (``RATELIMIT['KEY']``, else the client IP),
+    except paths in ``RATELIMIT['EXEMPT']``; without ``DEFAULT`` it passes every request
+    through.
 
-    Django style, sync and async capable: under ASGI with async middleware around it the
-    check awaits an AsyncLimiter on the event loop; under WSGI it blocks once per request.
-    Without ``DEFAULT`` it passes every request through. Raises ConfigurationError per
-    request while the settings are bad or a custom key returns no str.
+    Sync and async capable: under ASGI with async middleware around it the check awaits an
+    AsyncLimiter on the event loop; under WSGI it blocks once per request.
+
+    :param get_response: the next handler, as Django gives it.
+    :raises ConfigurationError: per request, while the settings are bad or a custom key
+        returns no str.
     """
 
     sync_capable = True

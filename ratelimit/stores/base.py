@@ -85,58 +85,95 @@ class Store:
                  charge: bool) -> Reply:  # fmt: skip
         """Run ``plan`` on ``keys``; charge ``cost`` if ``charge`` and every policy allows.
 
-        ``now`` is milliseconds, or None for the store's own time. Raises StoreError.
+        :param plan: the limiter's policies, ready to run.
+        :param keys: the identifier's state keys, one per policy, then its override key.
+        :param now: milliseconds, or None for the store's own time.
+        :param cost: units to check (and charge).
+        :param charge: charge ``cost`` when every policy allows it; False only looks.
+        :returns: the script's reply (see the module docstring).
+        :raises StoreError: for anything that went wrong.
         """
         raise NotImplementedError
 
     def delete(self, keys: Sequence[str]) -> None:
-        """Forget an identifier's state: ``keys`` are its state keys then its override key;
-        deletes the state keys and those of its override's policies, never the override.
-        Raises StoreError."""
+        """Forget an identifier's state: the state keys and those of its override's policies,
+        never the override.
+
+        :param keys: the identifier's state keys, then its override key.
+        :raises StoreError: for anything that went wrong.
+        """
         raise NotImplementedError
 
     def set_override(self, key: str, plan: Plan, ttl_ms: int | None, now: int | None) -> None:
-        """Store ``plan`` as the override at ``key`` (one ``SET``), expiring ``ttl_ms`` after
-        ``now`` (the store's clock when None) or never. Raises StoreError."""
+        """Store ``plan`` as the override at ``key`` (one ``SET``).
+
+        :param key: the identifier's override key.
+        :param plan: the override's policies.
+        :param ttl_ms: milliseconds after ``now`` it expires; None: never.
+        :param now: milliseconds, or None for the store's own time.
+        :raises StoreError: for anything that went wrong.
+        """
         raise NotImplementedError
 
     def get_override(self, key: str, now: int | None) -> str | None:
-        """The plan text of the override at ``key``, or None. Raises StoreError."""
+        """The plan text of the override at ``key``, or None when there is none.
+
+        :raises StoreError: for anything that went wrong.
+        """
         raise NotImplementedError
 
     def delete_override(self, key: str) -> None:
-        """Delete the override at ``key`` (one ``DEL``). Raises StoreError."""
+        """Delete the override at ``key`` (one ``DEL``).
+
+        :raises StoreError: for anything that went wrong.
+        """
         raise NotImplementedError
 
     # Leases: the acquire, release, renew and settle entries of lua/limiter.lua, one call each.
 
     def acquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                 lease: str) -> Reply:  # fmt: skip
-        """As :meth:`evaluate` with a charge, where each Concurrency policy also takes a slot
-        for ``lease`` (an id); the reply ends with the ``now`` used. Raises StoreError."""
+        """As :meth:`evaluate` with a charge, where each Concurrency policy also takes a slot.
+
+        :param lease: the lease's id, the member of the Concurrency keys' sorted sets.
+        :returns: the script's reply, ending with the ``now`` used.
+        :raises StoreError: for anything that went wrong.
+        """
         raise NotImplementedError
 
     def release(self, keys: Sequence[str], lease: str) -> int:
-        """Free ``lease``'s slots in these Concurrency keys; returns how many. Raises
-        StoreError."""
+        """Free ``lease``'s slots in these Concurrency keys.
+
+        :returns: how many slots were freed.
+        :raises StoreError: for anything that went wrong.
+        """
         raise NotImplementedError
 
     def renew(self, keys: Sequence[str], now: int | None, lease: str,
               leases_ms: Sequence[int]) -> Reply:  # fmt: skip
-        """Run ``lease`` for ``leases_ms[i]`` from now again in each key where it is in flight;
-        returns ``[1 if it was in all, else 0, now]``. Raises StoreError."""
+        """Hold ``lease`` for ``leases_ms[i]`` from ``now`` again in each key where it is in
+        flight.
+
+        :returns: ``[1 if it was in all, else 0, now]``.
+        :raises StoreError: for anything that went wrong.
+        """
         raise NotImplementedError
 
     def settle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
                charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
         """Settle each rate policy of ``plan`` (keys in its order): the lease that charged it
-        ``charged[i]`` at ``acquired`` (ms) cost ``actual``. Returns the cost now charged in
-        each (``charged[i]`` where nothing could be given back). Raises StoreError."""
+        ``charged[i]`` at ``acquired`` (milliseconds) cost ``actual``.
+
+        :returns: the cost now charged in each (``charged[i]`` where nothing could be given
+            back).
+        :raises StoreError: for anything that went wrong.
+        """
         raise NotImplementedError
 
 
 class AsyncStore:
-    """A store the :class:`AsyncLimiter` can use: the same two calls, awaitable."""
+    """A store the :class:`AsyncLimiter` can use: the calls of :class:`Store`, awaitable,
+    never blocking the event loop."""
 
     needs_clock: bool = False
     breaker: CircuitBreaker | None = None

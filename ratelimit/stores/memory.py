@@ -91,25 +91,20 @@ class Keyspace:
 
 
 class MemoryStore(Keyspace, Store, AsyncStore):
-    """Keeps limiter state in this process; serves :class:`Limiter` and :class:`AsyncLimiter`.
+    """Keeps limiter state in this process; serves :class:`~ratelimit.Limiter` and
+    :class:`~ratelimit.AsyncLimiter`.
 
-    Decisions are those of the Lua scripts, computed by their Python twin with the same integer
-    arithmetic under one lock (so it is thread-safe; a check never waits on I/O and the async
-    methods never block the loop for longer than that lock).
+    Decisions are those of the Lua scripts, computed by their Python twin with the same
+    integer arithmetic under one lock: thread-safe, a check never waits on I/O, and the async
+    methods never block the loop for longer than that lock. Time comes from the limiter (its
+    ``clock``, else ``time.time``). Keys whose TTL has passed are dropped as writes go by.
 
-    It holds at most ``max_keys`` keys (one per identifier and policy). When a new key would
-    exceed that, the least recently used key is dropped, which forgets that identifier's state
-    for the policy (it starts again with a full allowance). A limiter refuses a store with fewer
-    ``max_keys`` than it has policies, whose keys of one identifier would evict each other.
-    Keys whose TTL has passed are dropped as writes go by. Time comes from the limiter (its
-    ``clock``, else ``time.time``). Overrides (``limiter.overrides``) are kept apart, at most
-    ``max_keys`` of them: expired ones go first, then the one set longest ago.
-
-    ::
-
-        limiter = rl.Limiter("10/second", store=rl.MemoryStore(max_keys=50_000))
-
-    Raises ConfigurationError for a ``max_keys`` that is not a positive integer.
+    :param max_keys: the most keys held (one per identifier and policy). A new key beyond it
+        drops the least recently used one, which forgets that identifier's state for that
+        policy (it starts again with a full allowance). A limiter refuses a store with fewer
+        ``max_keys`` than it has policies. Overrides are kept apart, at most ``max_keys`` of
+        them: expired ones go first, then the one set longest ago.
+    :raises ConfigurationError: for a ``max_keys`` that is not a positive int.
     """
 
     needs_clock = True

@@ -195,19 +195,27 @@ class _RedisBase(ScriptCalls):
 
 
 class RedisStore(_RedisBase, ScriptStore):
-    """Limiter state in Redis or Valkey (≥ 7), single node or cluster, through a sync client.
+    """Limiter state in Redis or Valkey (7 or later), single node or cluster, through a sync
+    redis-py client.
 
-    Takes a ``redis.Redis`` or ``redis.cluster.RedisCluster`` (also Sentinel's master client).
-    Each ``hit``/``peek`` is one call, whatever the number of policies: ``FCALL`` of the
+    Each ``hit``/``peek`` is one call whatever the number of policies: ``FCALL`` of the
     limiter's function library on a single node, ``EVALSHA`` of the limiter script on a cluster
-    (redis-py would spend a round trip per ``FCALL`` finding its keys there) or where the
-    server cannot load functions. When the server does not know the function (restart,
-    ``FUNCTION FLUSH``) one ``FUNCTION LOAD`` precedes the same call again; when it does not
-    know the script (``SCRIPT FLUSH``) the call is sent once more as ``EVAL``. No other error
-    is retried: a hit is not idempotent. All keys of one identifier share one hash tag, so one
-    call touches one cluster slot.
+    or where the server cannot load functions. When the server does not know the function
+    (restart, ``FUNCTION FLUSH``) one ``FUNCTION LOAD`` precedes the same call again; when it
+    does not know the script (``SCRIPT FLUSH``) the call is sent once more as ``EVAL``. No other
+    error is retried: a hit is not idempotent. All keys of one identifier share one hash tag,
+    so one call touches one cluster slot. Calls block on the network. See the Stores page of
+    the docs.
 
-    Calls block on the network. Raises StoreError, chained from redis-py's error.
+    :param client: a ``redis.Redis`` (Sentinel's master client too) or
+        ``redis.cluster.RedisCluster``. A client that retries failed commands gets a
+        ``RuntimeWarning``, once per store; :meth:`from_url` builds one that does not.
+    :param breaker: the store's circuit breaker, shared by every limiter on it: ``True`` (the
+        default) for a new :class:`~ratelimit.breaker.CircuitBreaker` (one per master on a
+        cluster), ``False`` for none, or one of your own.
+    :raises ConfigurationError: for a ``breaker`` that is none of those.
+    :raises StoreError: from the limiter's calls, chained from redis-py's error, when the
+        limiter's ``on_error`` is ``"raise"``.
     """
 
     _client: redis.Redis | redis.cluster.RedisCluster
@@ -223,8 +231,15 @@ class RedisStore(_RedisBase, ScriptStore):
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> RedisStore:
         """A store on a new client for ``url`` with limiter-grade settings: 50 ms socket and
-        connect timeouts, no automatic retries. ``cluster=True`` builds a RedisCluster.
-        Keyword arguments override the settings and go to redis-py."""
+        connect timeouts, no automatic retries, a blocking pool of 100 connections (0.5 s wait
+        for a free one; not on a cluster).
+
+        :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+        :param cluster: build a ``RedisCluster`` (which connects on first use when no node
+            answers yet).
+        :param kwargs: override the settings above and go to redis-py.
+        :returns: the store.
+        """
         if cluster:
             from redis.cluster import RedisCluster
             from redis.exceptions import RedisClusterException
@@ -252,12 +267,18 @@ _PIPELINED: Final = frozenset(("FCALL", "EVALSHA", "EVAL"))
 
 
 class AsyncRedisStore(_RedisBase, AsyncScriptStore):
-    """:class:`RedisStore` for ``redis.asyncio.Redis`` and ``redis.asyncio.cluster.RedisCluster``.
+    """:class:`RedisStore` for ``redis.asyncio.Redis`` and
+    ``redis.asyncio.cluster.RedisCluster``: the same script, rules and arguments; calls await
+    the network instead of blocking.
 
-    The same script and rules; calls await the network instead of blocking. Checks that
-    concurrent tasks issue while one is in flight go out together in one write (automatic
-    pipelining), each still its own script call with its own reply and error; not on a cluster
-    client, whose checks go one by one. Raises StoreError, chained from redis-py's error.
+    Checks that concurrent tasks issue while one is in flight go out together in one write
+    (automatic pipelining), each still its own script call with its own reply and error; not on
+    a cluster client, whose checks go one by one.
+
+    :param client: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``.
+    :param breaker: as for :class:`RedisStore`.
+    :raises ConfigurationError: for a bad ``breaker``.
+    :raises StoreError: as :class:`RedisStore` does.
     """
 
     _client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster

@@ -1,16 +1,10 @@
 """Redis over HTTP, through Upstash's REST API and the ``upstash-redis`` client: one request
 per check, for serverless functions where no TCP connection survives between invocations.
 
-The stores run the same Lua as :class:`~ratelimit.RedisStore` (``EVALSHA``, and ``EVAL`` once
-on ``NOSCRIPT``), so an HTTP client and a TCP client of the same database share keys and
-decisions. ``upstash_redis`` and ``httpx`` are imported when a store is built, never when
-``ratelimit`` is imported.
-
-The client's defaults do not suit a limiter: it retries every failed request once, three
-seconds later (a check whose reply was lost runs twice, and an unreachable endpoint stalls each
-check for three seconds), and it sets no HTTP timeout at all (a hung endpoint blocks for ever).
-:meth:`UpstashStore.from_env` builds a client with no retries and a short timeout; a client
-passed in with retries on gets a :class:`RuntimeWarning`.
+:class:`UpstashStore` and :class:`AsyncUpstashStore` run the same Lua as
+:class:`~ratelimit.RedisStore`, so an HTTP client and a TCP client of the same database share
+keys and decisions. ``upstash_redis`` and ``httpx`` are imported when a store is built. See the
+Serverless page of the docs.
 """
 
 from __future__ import annotations
@@ -197,28 +191,24 @@ class _UpstashBase(ScriptCalls):
 class UpstashStore(_UpstashBase, ScriptStore):
     """Limiter state in Redis reached over HTTP (Upstash's REST API), through a sync client.
 
-    Takes an ``upstash_redis.Redis``. Each ``hit``/``peek`` is one HTTP request, an ``EVALSHA``
-    of the limiter script, whatever the number of policies; when the server does not know the
-    script, the same call is sent once more as ``EVAL`` with the text, which caches it. No
-    other error is retried. Keys and script are those of :class:`RedisStore`: TCP clients of
-    the same database share the state. Time is the server's ``TIME`` unless the limiter has a
-    ``clock=``.
+    Each ``hit``/``peek`` is one HTTP request, an ``EVALSHA`` of the limiter script, whatever
+    the number of policies; when the server does not know the script, the same call is sent
+    once more as ``EVAL`` with the text, which caches it. No other error is retried. Keys and
+    script are those of :class:`~ratelimit.RedisStore`. Time is the server's ``TIME`` unless
+    the limiter has a ``clock=``. Calls block on the network. Close the client with
+    ``store.client.close()``.
 
-    ::
-
-        store = rl.UpstashStore.from_env()   # UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN
-        limiter = rl.Limiter("10/second; 1000/day", store=store)
-
-    :param client: an ``upstash_redis.Redis``. Build it with ``rest_retries=0`` (else a
-        RuntimeWarning, once per store), or let :meth:`from_env` / :meth:`from_url` build one
-        with no retries and a timeout (upstash-redis sets none of its own).
+    :param client: an ``upstash_redis.Redis``. Its defaults retry every failed request once,
+        three seconds later, and set no HTTP timeout: build it with ``rest_retries=0`` (else a
+        ``RuntimeWarning``, once per store), or let :meth:`from_env` / :meth:`from_url` build
+        one with no retries and a timeout.
     :param breaker: the store's circuit breaker, shared by every limiter on it: ``True`` (the
         default) for a new :class:`~ratelimit.breaker.CircuitBreaker`, ``False`` for none, or
         one of your own.
-
-    Calls block on the network. Raises StoreError, chained from the client's error
-    (``UpstashError``, ``httpx.HTTPError``...), and ConfigurationError for an async client.
-    Close the client with ``store.client.close()``.
+    :raises ConfigurationError: for an async client or a bad ``breaker``.
+    :raises StoreError: from the limiter's calls, chained from the client's error
+        (``UpstashError``, ``httpx.HTTPError``...), when the limiter's ``on_error`` is
+        ``"raise"``.
     """
 
     _client: upstash_redis.Redis
@@ -239,19 +229,34 @@ class UpstashStore(_UpstashBase, ScriptStore):
     @classmethod
     def from_env(cls, *, timeout: float = DEFAULT_TIMEOUT, breaker: CircuitBreaker | bool = True,
                  **kwargs: Any) -> UpstashStore:  # fmt: skip
-        """A store on a new client for ``UPSTASH_REDIS_REST_URL`` and
-        ``UPSTASH_REDIS_REST_TOKEN``: no retries, ``timeout`` seconds (default 0.5) to connect,
-        send and read. Keyword arguments go to ``upstash_redis.Redis`` (``allow_telemetry``...).
-        Raises ConfigurationError when a variable is missing."""
+        """A store on a new client for the ``UPSTASH_REDIS_REST_URL`` and
+        ``UPSTASH_REDIS_REST_TOKEN`` environment variables, with no retries.
+
+        :param timeout: seconds to connect, send and read (default 0.5).
+        :param breaker: as for the store.
+        :param kwargs: go to ``upstash_redis.Redis`` (``allow_telemetry``...).
+        :returns: the store.
+        :raises ConfigurationError: when a variable is missing or, as in :meth:`from_url`,
+            malformed.
+        """
         url, token = _credentials(cls.__name__)
         return cls.from_url(url, token, timeout=timeout, breaker=breaker, **kwargs)
 
     @classmethod
     def from_url(cls, url: str, token: str, *, timeout: float = DEFAULT_TIMEOUT,
                  breaker: CircuitBreaker | bool = True, **kwargs: Any) -> UpstashStore:  # fmt: skip
-        """As :meth:`from_env`, with the REST URL and token given (spaces and line ends
-        around them are dropped). Raises ConfigurationError for a URL that is not
-        ``http(s)://host`` or a token with spaces or control characters inside."""
+        """As :meth:`from_env`, with the REST URL and token given.
+
+        :param url: the REST URL, ``http(s)://host`` (spaces and line ends around it are
+            dropped).
+        :param token: the REST token (likewise).
+        :param timeout: as for :meth:`from_env`.
+        :param breaker: as for the store.
+        :param kwargs: as for :meth:`from_env`.
+        :returns: the store.
+        :raises ConfigurationError: for a URL that is not ``http(s)://host`` or a token with
+            spaces or control characters inside.
+        """
         import upstash_redis
 
         url, token = _endpoint(cls.__name__, url, token)
@@ -264,12 +269,14 @@ class UpstashStore(_UpstashBase, ScriptStore):
 
 
 class AsyncUpstashStore(_UpstashBase, AsyncScriptStore):
-    """:class:`UpstashStore` for ``upstash_redis.asyncio.Redis``.
+    """:class:`UpstashStore` for ``upstash_redis.asyncio.Redis``: the same script, request
+    count, rules and arguments; calls await the network instead of blocking. Close the client
+    with ``await store.client.close()``, on the event loop that used it.
 
-    The same script, request count, rules and parameters, with an
-    ``upstash_redis.asyncio.Redis``; calls await the network instead of blocking. Raises
-    StoreError, chained from the client's error, and ConfigurationError for a sync client.
-    Close the client with ``await store.client.close()``, on the event loop that used it.
+    :param client: an ``upstash_redis.asyncio.Redis``.
+    :param breaker: as for :class:`UpstashStore`.
+    :raises ConfigurationError: for a sync client or a bad ``breaker``.
+    :raises StoreError: as :class:`UpstashStore` does.
     """
 
     _client: upstash_redis.asyncio.Redis
