@@ -530,6 +530,38 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: The commands whose INFO commandstats make a contender's "script" figures.
+SCRIPT_COMMANDS = ("evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro")
+
+
+def server_probe(client: Any, server_pid: int | None,
+                 client_cpu: bool = False) -> Callable[[], dict[str, float]]:  # fmt: skip
+    """A probe for :func:`interleave`: cumulative counters read around each timed batch. The
+    server's CPU seconds (``server_cpu_s``, when we started it and know its pid), the calls
+    and microseconds of script commands from ``INFO commandstats`` (``script_calls``,
+    ``script_usec``), and with ``client_cpu`` this process's CPU seconds (``client_cpu_s``)."""
+
+    def probe() -> dict[str, float]:
+        out: dict[str, float] = {}
+        if client_cpu:
+            out["client_cpu_s"] = time.process_time()
+        if server_pid is not None:
+            server_cpu = process_cpu_seconds(server_pid)
+            if server_cpu is not None:
+                out["server_cpu_s"] = server_cpu
+        stats = client.info("commandstats")
+        calls = usec = 0.0
+        for command in SCRIPT_COMMANDS:
+            entry = stats.get(f"cmdstat_{command}")
+            if isinstance(entry, dict):
+                calls += float(entry.get("calls", 0))
+                usec += float(entry.get("usec", 0))
+        out["script_calls"], out["script_usec"] = calls, usec
+        return out
+
+    return probe
+
+
 def server_for(redis_url: str | None) -> tuple[Pinning, Server | None, str]:
     """The benchmark's server: ``redis_url`` when given (not ours to pin), else one started
     here pinned to :data:`SERVER_CPU`; this process pinned to :data:`CLIENT_CPU`, and the

@@ -80,8 +80,6 @@ CONTRACT_SCRIPT = (
     "redis.call('SET', KEYS[1], t[1] .. ' 1', 'PX', '60000')\n"
     "return {1, 1, 999999, 60000, 0}"
 )
-# the commands whose INFO commandstats make a contender's "script" figures
-SCRIPT_COMMANDS = ("evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro")
 
 
 @dataclass
@@ -255,29 +253,6 @@ def run_group(
     return results
 
 
-def make_probe(client: Any, server_pid: int | None) -> Callable[[], dict[str, float]]:
-    """Cumulative counters read around each timed batch: this process's CPU seconds, the
-    server's (when we started it), and the calls and microseconds of script commands."""
-
-    def probe() -> dict[str, float]:
-        out = {"client_cpu_s": time.process_time()}
-        if server_pid is not None:
-            server_cpu = h.process_cpu_seconds(server_pid)
-            if server_cpu is not None:
-                out["server_cpu_s"] = server_cpu
-        stats = client.info("commandstats")
-        calls = usec = 0.0
-        for command in SCRIPT_COMMANDS:
-            entry = stats.get(f"cmdstat_{command}")
-            if isinstance(entry, dict):
-                calls += float(entry.get("calls", 0))
-                usec += float(entry.get("usec", 0))
-        out["script_calls"], out["script_usec"] = calls, usec
-        return out
-
-    return probe
-
-
 def bench_redis(url: str, run: str, s: Settings, server_pid: int | None) -> list[dict[str, Any]]:
     import redis
     from redis.backoff import NoBackoff
@@ -312,7 +287,7 @@ def bench_redis(url: str, run: str, s: Settings, server_pid: int | None) -> list
     # timed, not failed.
     store = rl.RedisStore.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
     stats_client = redis.Redis.from_url(url)
-    probe = make_probe(stats_client, server_pid)
+    probe = h.server_probe(stats_client, server_pid, client_cpu=True)
     limits_storage = throttled_store = None
     if installed("limits"):
         from limits.storage import RedisStorage

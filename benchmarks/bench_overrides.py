@@ -50,7 +50,6 @@ RATE = 1_000_000  # per minute: every check of the run is allowed
 CAP = 10_000_000  # per day: the second policy
 KEYS = [f"user:{i}" for i in range(8)]
 TARGET = 1.05  # server time now / before, at most, for a check without an override
-SCRIPT_COMMANDS = ("evalsha", "fcall")
 FULL = {"rounds": 15, "seconds": 0.25, "warmup": 0.1}
 QUICK = {"rounds": 5, "seconds": 0.05, "warmup": 0.02}
 
@@ -173,26 +172,6 @@ BARE_PAIRS = (
 )
 
 
-def probe_for(client: Any, pid: int | None) -> Any:
-    def probe() -> dict[str, float]:
-        out: dict[str, float] = {}
-        if pid is not None:
-            cpu = h.process_cpu_seconds(pid)
-            if cpu is not None:
-                out["server_cpu_s"] = cpu
-        stats = client.info("commandstats")
-        calls = usec = 0.0
-        for command in SCRIPT_COMMANDS:
-            entry = stats.get(f"cmdstat_{command}")
-            if isinstance(entry, dict):
-                calls += float(entry.get("calls", 0))
-                usec += float(entry.get("usec", 0))
-        out["script_calls"], out["script_usec"] = calls, usec
-        return out
-
-    return probe
-
-
 def measure(group: dict[str, Any], settings: dict[str, Any], probe: Any) -> dict[str, Any]:
     """Per contender, per round: server µs per check and usec_per_call; then the paired
     medians of now / before."""
@@ -252,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             for script in lib.scripts.values():
                 client.script_load(script.text)
         pid = server.process.pid if server.process is not None else None
-        probe = probe_for(client, pid)
+        probe = h.server_probe(client, pid)
         for algorithm in ALGORITHMS:
             for n in (1, 2):
                 rows = measure(contenders(client, before, again, bare, run, algorithm, n),
