@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 if TYPE_CHECKING:
     from ratelimit.decision import Decision
@@ -65,3 +66,17 @@ class Event:
 
     def __repr__(self) -> str:
         return f"Event({self.kind!r}, prefix={self.prefix!r}, policy={self.policy!r})"
+
+
+#: A listener's count of an event from its parts, in :class:`Event`'s order (kind, prefix,
+#: policy, error, decision, duration), with no Event built. Internal: a listener object
+#: offers one from a method named :data:`PARTS` (``ratelimit.otel.Metrics`` does), and a
+#: limiter then calls it instead of the listener, saving an Event per check.
+EventParts: TypeAlias = Callable[
+    ["EventKind", str, "Policy | None", "BaseException | None", "Decision | None",
+     "float | None"],
+    object,
+]  # fmt: skip
+#: The method of a listener object that returns its :data:`EventParts` callable, or None when
+#: the listener must be given Events (a subclass with its own ``__call__``).
+PARTS = "_ratelimit_event_parts"

@@ -20,7 +20,7 @@ from ratelimit.breaker import CircuitBreaker
 from ratelimit.cache import DeniedCache, remember
 from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
-from ratelimit.events import Event, EventKind
+from ratelimit.events import PARTS, Event, EventKind, EventParts
 from ratelimit.lease import Acquiring, AsyncLease, Lease, new_lease_id
 from ratelimit.overrides import AsyncOverrides, Overrides, plan_from_reply
 from ratelimit.policies import Concurrency, Policy, parse
@@ -221,9 +221,9 @@ class _LimiterBase:
     denied keys and events. The two faces only differ in how they call the store."""
 
     __slots__ = ("__weakref__", "_breaker", "_capacity", "_clock", "_denied", "_direct",
-                 "_keys", "_lease_plan", "_on_error", "_on_event", "_overrides", "_per_node",
-                 "_plan", "_prefix", "_rate_plan", "_rates", "_shadow", "_sleep", "_slots",
-                 "_store", "_store_clock", "_suffixes", "_time_at")  # fmt: skip
+                 "_keys", "_lease_plan", "_on_error", "_on_event", "_overrides", "_parts",
+                 "_per_node", "_plan", "_prefix", "_rate_plan", "_rates", "_shadow", "_sleep",
+                 "_slots", "_store", "_store_clock", "_suffixes", "_time_at")  # fmt: skip
     #: True for the face that runs on an event loop (an async on_event listener is awaited).
     _awaits: ClassVar[bool] = False
 
@@ -257,8 +257,16 @@ class _LimiterBase:
             )
         if clock is not None and not callable(clock):
             raise ConfigurationError(f"clock must be a callable returning seconds, got {clock!r}")
+        parts: EventParts | None = None
         if on_event is not None:
-            on_event = _listener(on_event, self._awaits)
+            listener = on_event
+            on_event = _listener(listener, self._awaits)
+            # a listener of ours that counts from an event's parts (ratelimit.otel.Metrics) is
+            # called with them, and no Event is built; looked up on its class, since a mock
+            # answers any attribute
+            offer = getattr(type(listener), PARTS, None)
+            if offer is not None:
+                parts = offer(listener)
         if deny_cache is None:
             deny_cache = 0 if store.needs_clock else DENY_CACHE_SIZE
         if isinstance(deny_cache, bool) or not isinstance(deny_cache, int) or deny_cache < 0:
@@ -283,6 +291,7 @@ class _LimiterBase:
         self._sleep: Callable[[float], object] | None = None
         self._denied = DeniedCache(deny_cache) if deny_cache else None
         self._on_event = on_event
+        self._parts = parts
         self._shadow = shadow
         self._time_at = 0.0  # when to time the next store call (perf_counter)
         self._breaker: CircuitBreaker | None = store.breaker
@@ -559,7 +568,11 @@ class _LimiterBase:
         if listener is None:
             return
         try:
-            listener(Event(kind, self._prefix, policy, error, decision, duration))
+            parts = self._parts
+            if parts is None:
+                listener(Event(kind, self._prefix, policy, error, decision, duration))
+            else:
+                parts(kind, self._prefix, policy, error, decision, duration)
         except Exception:
             logger().exception("ratelimit: on_event listener failed")
 

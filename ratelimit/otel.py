@@ -17,7 +17,9 @@ from operator import length_hint
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ratelimit.events import Event
+    from ratelimit.decision import Decision
+    from ratelimit.events import Event, EventKind, EventParts
+    from ratelimit.policies import Policy
 
     _Count = repeat[None]
 
@@ -27,6 +29,13 @@ __all__ = ["Metrics"]
 OUTCOMES = ("allowed", "denied", "cached", "store_error", "shadow_denied")
 #: Store durations a :class:`Metrics` keeps between two collections (the newest).
 DURATIONS = 10_000
+#: Policies a :class:`Metrics` labels one by one per prefix: the limiter's own, and those of
+#: overrides (whose limits may differ for each identifier); the checks of any further policy
+#: are counted under the policy label :data:`OTHER`, so series stay bounded however many
+#: identifiers have their own limits.
+POLICIES = 100
+#: The ``ratelimit.policy`` label of the policies beyond :data:`POLICIES` of a prefix.
+OTHER = "other"
 
 
 # A count is an ``itertools.repeat(None, _FULL)``: ``next`` takes one None from it, atomically
@@ -123,25 +132,39 @@ class Metrics:
         )
 
     def __call__(self, event: Event) -> None:
-        """Count ``event``; the limiter calls it. Never raises into the limiter."""
+        """Count ``event``. Never raises. A limiter given this Metrics calls :meth:`_count`
+        with the event's parts instead, and builds no Event (unless a subclass defines its own
+        ``__call__``, which then sees every event)."""
+        self._count(event.kind, event.prefix, event.policy, event.error, event.decision,
+                    event.duration)  # fmt: skip
+
+    def _ratelimit_event_parts(self) -> EventParts | None:
+        """For a limiter: :meth:`_count`, or None when a subclass's own ``__call__`` must be
+        given Events (see ``ratelimit.events.PARTS``)."""
+        return self._count if type(self).__call__ is Metrics.__call__ else None
+
+    def _count(self, kind: EventKind, prefix: str, policy: Policy | None,
+               error: BaseException | None, decision: Decision | None,
+               duration: float | None) -> None:  # fmt: skip
+        """Count one event from its parts, in :class:`~ratelimit.events.Event`'s order."""
         # The hot path: two dict lookups on text (prefix, then policy id), one comparison and
         # one atomic count per check, no allocation. A breaker event, an event without a
         # policy and the first check of a series or outcome take the slow path. Nothing after
         # the count may raise (the check would be counted twice).
         try:
-            series = self._series[event.prefix][event.policy.id]  # type: ignore[union-attr]
-            if event.kind == "allowed":
+            series = self._series[prefix][policy.id]  # type: ignore[union-attr]
+            if kind == "allowed":
                 next(
                     series.near
-                    if event.decision.remaining <= series.threshold  # type: ignore[union-attr]
+                    if decision.remaining <= series.threshold  # type: ignore[union-attr]
                     else series.far
                 )
             else:
-                next(series.others[event.kind])
+                next(series.others[kind])
         except (KeyError, AttributeError):
-            self._first(event)
-        if event.duration is not None:
-            self._durations.append((event.prefix, event.duration))
+            self._first(kind, prefix, policy, decision)
+        if duration is not None:
+            self._durations.append((prefix, duration))
 
     def _record_durations(self) -> None:
         """Records the waiting store durations into the histogram (when the SDK collects, from
@@ -182,25 +205,31 @@ class Metrics:
                         attributes["ratelimit.near_limit"] = near
                     yield total, attributes
 
-    def _first(self, event: Event) -> None:
+    def _first(self, kind: str, prefix: str, policy: Policy | None,
+               decision: Decision | None) -> None:  # fmt: skip
         """Counts an event the hot path could not: the first of its series or outcome, one
-        without a policy or decision, or a breaker change (which counts nothing). Every step
-        is one ``setdefault``, atomic, so threads racing here count on the same counters."""
-        kind = event.kind
+        without a policy or decision, one of a policy beyond :data:`POLICIES` (every time),
+        or a breaker change (which counts nothing). Every step is one ``setdefault``, atomic,
+        so threads racing here count on the same counters (a race may label one policy more
+        than :data:`POLICIES`, never a series per identifier)."""
         if kind not in OUTCOMES:
-            self._breakers[event.prefix] = 1 if kind == "breaker_open" else 0
+            self._breakers[prefix] = 1 if kind == "breaker_open" else 0
             return
-        policies = self._series.get(event.prefix)
+        policies = self._series.get(prefix)
         if policies is None:
-            policies = self._series.setdefault(event.prefix, {})
-        policy = event.policy
+            policies = self._series.setdefault(prefix, {})
         name = "" if policy is None else policy.id
         series = policies.get(name)
         if series is None:
-            series = policies.setdefault(name, _Series(0 if policy is None else policy.limit))
+            if len(policies) >= POLICIES:  # never labelled: counted as "other", on this path
+                name = OTHER
+                series = policies.get(name)
+            if series is None:
+                series = policies.setdefault(name, _Series(0 if policy is None else policy.limit))
         if kind == "allowed":
-            decision = event.decision
-            near = decision is not None and decision.remaining <= series.threshold
+            # the policy's own threshold (the "other" series holds several policies)
+            near = (decision is not None and policy is not None
+                    and decision.remaining <= policy.limit // 5)  # fmt: skip
             next(series.near if near else series.far)
         else:
             next(series.others.setdefault(kind, _count()))

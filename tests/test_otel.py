@@ -22,7 +22,7 @@ from ratelimit.decision import Decision
 from ratelimit.errors import StoreError
 from ratelimit.events import Event
 from ratelimit.limiter import TIME_EVERY
-from ratelimit.otel import DURATIONS, Metrics
+from ratelimit.otel import DURATIONS, OTHER, POLICIES, Metrics
 from tests.support import Clock
 from tests.test_reliability import FlakyStore
 
@@ -351,3 +351,65 @@ def test_a_listener_object_is_called_as_its_class_defines() -> None:
         rl.Limiter("1/minute", on_event=listener).hit("k")
     # Python calls an object through its class's __call__, never an instance attribute
     assert seen == ["plain allowed", "static allowed", "plain allowed"]
+
+
+def test_a_limiter_counts_into_metrics_without_building_an_event(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str] = []
+
+    class Counted(Event):
+        __slots__ = ()
+
+        def __init__(self, *args: Any) -> None:
+            built.append(args[0])
+            super().__init__(*args)
+
+    monkeypatch.setattr(ratelimit.limiter, "Event", Counted)
+    provider, reader = sdk()
+    policy = rl.FixedWindow(2, 60)
+    limiter = rl.Limiter(policy, clock=clock, on_event=Metrics(provider))
+    for _ in range(3):
+        limiter.hit("k")  # remaining 1 (far), 0 (near), then denied
+    assert built == []  # Metrics was given the parts
+    assert checks(reader) == {
+        ("allowed", "ratelimit", policy.id, False): 1,
+        ("allowed", "ratelimit", policy.id, True): 1,
+        ("denied", "ratelimit", policy.id, None): 1,
+    }
+    seen: list[Event] = []
+    rl.Limiter(policy, clock=clock, on_event=seen.append).hit("k")  # any other listener
+    assert built == ["allowed"] and [e.kind for e in seen] == ["allowed"]
+
+
+def test_a_metrics_subclass_with_its_own_call_is_given_every_event(clock: Clock) -> None:
+    provider, reader = sdk()
+    seen: list[str] = []
+
+    class Logged(Metrics):
+        def __call__(self, event: Event) -> None:
+            seen.append(event.kind)
+            super().__call__(event)
+
+    limiter = rl.Limiter("1/minute", clock=clock, on_event=Logged(provider))
+    limiter.hit("k")
+    limiter.hit("k")
+    assert seen == ["allowed", "denied"]
+    assert sorted(outcome for outcome, *_ in checks(reader)) == ["allowed", "denied"]
+
+
+def test_overrides_with_limits_of_their_own_make_a_bounded_number_of_series() -> None:
+    provider, reader = sdk()
+    limiter = rl.Limiter("100/minute", clock=lambda: 1000.0, on_event=Metrics(provider))
+    for i in range(POLICIES + 50):  # one customer, one limit each
+        limiter.overrides.set(f"c:{i}", f"{101 + i}/minute")
+        limiter.hit(f"c:{i}")
+    limiter.overrides.set("tiny", "5/minute")
+    for _ in range(5):
+        limiter.hit("tiny")  # remaining 4, 3, 2, 1, 0: near the limit at 1 and 0
+    found = checks(reader)
+    labels = {policy for _, _, policy, _ in found}
+    assert len(labels) == POLICIES + 1 and OTHER in labels
+    assert found[("allowed", "ratelimit", OTHER, False)] == 50 + 3
+    assert found[("allowed", "ratelimit", OTHER, True)] == 2
+    assert sum(found.values()) == POLICIES + 50 + 5
