@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
+from ratelimit.policies import _EXACT
 
 if TYPE_CHECKING:
     from ratelimit.decision import Decision
@@ -73,8 +74,17 @@ class _LeaseBase:
         return self._charged is not None and not self._released
 
     def _settling(self, actual: object) -> int | None:
-        """The actual cost to send to the store, or None when there is nothing to send."""
+        """The actual cost to send to the store, or None when there is nothing to send.
+        Raises ConfigurationError for an ``actual`` that is not a non-negative int, or so
+        large that a rate policy could not count it exactly (the rule a policy's own numbers
+        follow: ``2 * actual * period`` in its ticks below 2**53)."""
         actual = _check_actual(actual)
+        rate_plan = self._plan.rate_plan if self._plan is not None else None
+        for policy in rate_plan.policies if rate_plan is not None else ():
+            if 2 * actual * (policy.period_ms // policy.tick_ms) >= _EXACT:
+                raise ConfigurationError(
+                    f"settle cost {actual} is too large for {policy!r} to count exactly"
+                )
         if self._charged is None or actual == self._settled:
             return None
         return actual

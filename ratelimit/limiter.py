@@ -399,11 +399,12 @@ class _LimiterBase:
     def _check_cost(self, cost: int) -> None:
         if type(cost) is int and 0 <= cost <= self._capacity:
             return
-        if isinstance(cost, bool) or not isinstance(cost, int):
-            raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}")
-        if cost < 0:
-            raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}")
-        smallest = min(self._rate_plan.policies, key=lambda p: p.limit)  # type: ignore[union-attr]
+        if type(cost) is not int or cost < 0:  # bool, float, or an int subclass (IntEnum...)
+            kind = "" if type(cost) in (int, bool) else f" (a {type(cost).__name__})"
+            raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}{kind}")
+        if self._rate_plan is None:  # Concurrency only: a slot each, whatever the cost
+            raise ConfigurationError(f"cost must be at most 2**53, got {cost}")
+        smallest = min(self._rate_plan.policies, key=lambda p: p.limit)
         raise ConfigurationError(
             f"cost {cost} is more than {smallest!r} can ever allow ({smallest.limit}): "
             "such a hit would be denied forever"
@@ -864,6 +865,7 @@ class Limiter(_LimiterBase):
             self._failed(error, breaker, ticket)
             return None
         self._finish_reset(breaker, ticket)
+        self._discard(lease.key)  # units given back may end a cached denial
         return charged
 
     def reset(self, key: str) -> None:
@@ -1064,6 +1066,7 @@ class AsyncLimiter(_LimiterBase):
             self._failed(error, breaker, ticket)
             return None
         self._finish_reset(breaker, ticket)
+        self._discard(lease.key)  # units given back may end a cached denial
         return charged
 
     async def reset(self, key: str) -> None:

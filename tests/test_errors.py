@@ -32,6 +32,30 @@ async def test_bad_costs(lane: Lane, clock: Clock, cost: object, message: str) -
     assert [x.remaining for x in d.details] == [7, 2]  # nothing was lost or charged
 
 
+class Units(int):
+    """An int subclass (as an IntEnum member is): its text is not its number."""
+
+    def __repr__(self) -> str:
+        return f"Units({int(self)})"
+
+
+async def test_a_cost_of_an_int_subclass_is_refused_by_its_type(lane: Lane, clock: Clock) -> None:
+    limiter = lane.limiter("10/minute", clock=clock)
+    for method in (limiter.hit, limiter.peek):
+        with pytest.raises(rl.ConfigurationError, match=r"got Units\(1\) \(a Units\)"):
+            await method("k", Units(1))
+    assert (await limiter.peek("k")).remaining == 10
+
+
+def test_a_huge_cost_on_a_concurrency_only_limiter_is_a_clear_error() -> None:
+    limiter = rl.Limiter([rl.Concurrency(5)])
+    with pytest.raises(rl.ConfigurationError, match=r"cost must be at most 2\*\*53, got"):
+        limiter.acquire("k", cost=2**53 + 1)
+    with pytest.raises(rl.ConfigurationError, match=r"non-negative integer, got Units\(2\)"):
+        limiter.acquire("k", cost=Units(2))
+    assert limiter.acquire("k", cost=2**53).allowed  # one slot, whatever the cost
+
+
 @pytest.mark.parametrize("key", [None, 42, b"bytes", ("a",)])
 async def test_bad_keys(lane: Lane, clock: Clock, key: object) -> None:
     limiter = lane.limiter("5/minute", clock=clock)

@@ -162,6 +162,35 @@ async def test_settle_gives_nothing_back_into_a_passed_window(lane: Lane, clock:
     assert (await h.peek("u", 0)).remaining == 5
 
 
+async def test_a_settle_too_large_to_count_exactly_is_refused_and_changes_nothing(
+    lane: Lane, clock: Clock
+) -> None:
+    # 10**18 units of a 1 s bucket: beyond 2**53 in the script's numbers, and a TTL Redis
+    # refuses ("invalid expire time"), which once opened the breaker for every identifier
+    h = lane.limiter(rl.TokenBucket(10, 1, burst=10), clock=clock)
+    lease = await acquire(h, "tenant:1", 1)
+    with pytest.raises(rl.ConfigurationError, match="settle cost 1000000000000000000 is too"):
+        await call(lease, "settle", 10**18)
+    assert (await h.peek("tenant:1", 0)).remaining == 9  # nothing sent, nothing changed
+    breaker = h.limiter.breaker
+    assert breaker is None or breaker.state == "closed"
+    assert (await h.hit("tenant:2")).reason is None  # the store still decides for others
+    await call(lease, "settle", 2**52 // 1000 - 1)  # the largest it can count: taken
+    assert (await h.peek("tenant:1", 0)).remaining == 0
+
+
+async def test_a_settle_that_gives_units_back_ends_the_cached_denial(
+    lane: Lane, clock: Clock
+) -> None:
+    h = lane.limiter(rl.FixedWindow(10, 60), clock=clock, deny_cache=100)
+    lease = await acquire(h, "job", 10)
+    assert not (await h.hit("job", 5)).allowed  # denied by the store, then cached
+    assert (await h.hit("job", 5)).reason == "cached"
+    await call(lease, "settle", 2)  # 8 units given back
+    d = await h.hit("job", 5)
+    assert d.allowed and d.reason is None and d.remaining == 3
+
+
 async def test_settle_after_release_and_on_a_denied_lease(lane: Lane, clock: Clock) -> None:
     h = lane.limiter([rl.Concurrency(1), rl.FixedWindow(10, 60)], clock=clock)
     lease = await acquire(h, "u", 5)
