@@ -15,9 +15,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
-from ratelimit.errors import ConfigurationError, StoreError
+from ratelimit.errors import ConfigurationError
 from ratelimit.policies import Concurrency, FixedWindow, Policy, SlidingWindow, TokenBucket
-from ratelimit.stores.base import Plan
+from ratelimit.stores.base import Plan, unreadable_override
 
 if TYPE_CHECKING:
     from ratelimit.limiter import Limits
@@ -51,8 +51,9 @@ def _policy(code: str, limit: int, period: int, rate: int, unit: int) -> Policy:
 
 
 def plan_from_spec(text: str) -> Plan:
-    """The Plan of a plan text (as stored in an override). Raises StoreError for a text this
-    version cannot read."""
+    """The Plan of a plan text (as stored in an override). Raises StoreError, not an outage
+    (:func:`~ratelimit.stores.base.unreadable_override`), for a text this version cannot
+    read."""
     plan = _plans.get(text)
     if plan is None:
         words = text.split()
@@ -64,7 +65,7 @@ def plan_from_spec(text: str) -> Plan:
                 for at in range(0, len(words), 5)
             ])  # fmt: skip
         except (ValueError, ConfigurationError) as error:
-            raise StoreError(f"unreadable override {text!r}: {error}") from error
+            raise unreadable_override(f"unreadable override {text!r}: {error}") from error
         if len(_plans) >= _PLANS:
             _plans.clear()  # a flood of distinct overrides: start over, stay bounded
         _plans[text] = plan
