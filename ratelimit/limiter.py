@@ -477,10 +477,14 @@ class _LimiterBase:
                 ticket: int, started: int) -> Decision:  # fmt: skip
         """After a store call that answered: the Decision, with the breaker that admitted the
         call (and its ticket), the cache (the call started at ``started`` local milliseconds)
-        and events told."""
+        and events told. An override this version cannot read (``_decide`` raises its
+        StoreError, not an outage) is decided by ``on_error``, as a failed call."""
+        try:
+            decision = self._decide(reply)
+        except StoreError as error:
+            return self._failed(error, breaker, ticket)
         if breaker is not None and breaker.state != "closed":
             breaker.success(ticket)
-        decision = self._decide(reply)
         kind: EventKind = "allowed"
         denied = self._denied
         if decision.allowed:
@@ -500,6 +504,8 @@ class _LimiterBase:
         return decision
 
     def _decide(self, reply: Reply) -> Decision:
+        """The store's ``reply`` as a Decision. Raises StoreError (not an outage) for an
+        override this version cannot read."""
         policies = self._plan.policies
         if reply[0] > 1:  # an override applied: its plan ends the reply (lua/limiter.lua)
             end = 1 + 4 * ((len(reply) - 1) // 9)
@@ -614,7 +620,9 @@ class _LimiterBase:
         if reply[0] > 1:  # an override applied: the check's reply ends with its plan
             reply = reply[:-1]
         decision = self._finish(key, cost, reply, breaker, ticket, started)
-        if reply[0] & 1 == 0:  # denied (0, or 2 under an override)
+        # denied (0, or 2 under an override), or an override this version cannot read (the
+        # lease holds nothing: any slot the store took is freed by its lease expiry)
+        if reply[0] & 1 == 0 or decision.reason == "store_error":
             return cls(self, key, decision)
         plan = self._lease_plan
         if reply[0] > 1:  # the lease holds the override's policies and their state keys

@@ -10,20 +10,24 @@ page of the docs, and "Overrides" in ``lua/limiter.lua``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
-from ratelimit.errors import ConfigurationError, StoreError
+from ratelimit.errors import ConfigurationError
 from ratelimit.policies import Concurrency, FixedWindow, Policy, SlidingWindow, TokenBucket
-from ratelimit.stores.base import Plan
+from ratelimit.stores.base import Plan, unreadable_override
 
 if TYPE_CHECKING:
     from ratelimit.limiter import Limits
     from ratelimit.stores.base import AsyncStore, Store
 
-__all__ = ["AsyncOverrides", "Overrides", "plan_from_reply", "plan_from_spec"]
+__all__ = ["MAX_TTL_MS", "AsyncOverrides", "Overrides", "plan_from_reply", "plan_from_spec"]
 
+#: The longest ``ttl`` of an override, in milliseconds: 2**53 - 1 (about 285,000 years), the
+#: largest integer every store keeps exactly (Redis's ``SET ... PX``, JSON over HTTP).
+MAX_TTL_MS: Final = 2**53 - 1
 _PLANS: Final = 1000  # plans remembered by text, as the scripts' own table
 _plans: dict[str, Plan] = {}
 
@@ -47,8 +51,9 @@ def _policy(code: str, limit: int, period: int, rate: int, unit: int) -> Policy:
 
 
 def plan_from_spec(text: str) -> Plan:
-    """The Plan of a plan text (as stored in an override). Raises StoreError for a text this
-    version cannot read."""
+    """The Plan of a plan text (as stored in an override). Raises StoreError, not an outage
+    (:func:`~ratelimit.stores.base.unreadable_override`), for a text this version cannot
+    read."""
     plan = _plans.get(text)
     if plan is None:
         words = text.split()
@@ -60,7 +65,7 @@ def plan_from_spec(text: str) -> Plan:
                 for at in range(0, len(words), 5)
             ])  # fmt: skip
         except (ValueError, ConfigurationError) as error:
-            raise StoreError(f"unreadable override {text!r}: {error}") from error
+            raise unreadable_override(f"unreadable override {text!r}: {error}") from error
         if len(_plans) >= _PLANS:
             _plans.clear()  # a flood of distinct overrides: start over, stay bounded
         _plans[text] = plan
@@ -74,18 +79,42 @@ def plan_from_reply(tail: list[int]) -> Plan:
 
 
 def _ttl_ms(ttl: float | timedelta | None) -> int | None:
+    """``ttl`` in milliseconds (None: none). One rule on every store: a positive, finite
+    number of seconds (or a timedelta), from 1 ms to :data:`MAX_TTL_MS`. Raises
+    ConfigurationError naming the value."""
     if ttl is None:
         return None
+    given = ttl
     if isinstance(ttl, timedelta):
         ttl = ttl.total_seconds()
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+    if (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0
+            or not math.isfinite(ttl)):  # fmt: skip
         raise ConfigurationError(
-            f"ttl must be a positive number of seconds (or None: no expiry), got {ttl!r}"
+            f"ttl must be a positive, finite number of seconds (or None: no expiry), got {given!r}"
         )
     ms = round(ttl * 1000)
     if ms < 1:
-        raise ConfigurationError(f"ttl must be at least 1 millisecond, got {ttl!r}")
+        raise ConfigurationError(f"ttl must be at least 1 millisecond, got {given!r}")
+    if ms > MAX_TTL_MS:
+        raise ConfigurationError(
+            f"ttl must be at most {MAX_TTL_MS // 1000} seconds ({MAX_TTL_MS} ms, what every "
+            f"store keeps exactly), got {given!r}; None: no expiry"
+        )
     return ms
+
+
+def _check_fits(store: object, plan: Plan) -> None:
+    """Raise ConfigurationError when ``store`` cannot hold the state keys of ``plan`` for one
+    identifier: a MemoryStore whose ``max_keys`` is below its number of policies (each
+    policy's write would evict another's key, and nothing would be limited)."""
+    from ratelimit.stores.memory import MemoryStore
+
+    n = len(plan.policies)
+    if isinstance(store, MemoryStore) and store.max_keys < n:
+        raise ConfigurationError(
+            f"MemoryStore(max_keys={store.max_keys}) cannot hold the {n} keys (one per "
+            f"policy) of this override for one identifier; give it max_keys >= {n}"
+        )
 
 
 class _OverridesBase:
@@ -99,12 +128,16 @@ class _OverridesBase:
         self._now = now
         self._forget = forget  # drops the identifier's cached denial in this process
 
-    def _prepare(self, identifier: str, limits: Limits,
-                 ttl: float | timedelta | None) -> tuple[str, Plan, int | None]:  # fmt: skip
+    def _prepare(self, identifier: str, limits: Limits, ttl: float | timedelta | None,
+                 store: object) -> tuple[str, Plan, int | None]:  # fmt: skip
+        """What ``set`` writes: the override key, the plan and the ttl in ms. No I/O. Raises
+        ConfigurationError for anything ``store`` could not keep as asked."""
         from ratelimit.limiter import _policies
 
         key = self._key(identifier)
-        return key, Plan(_policies(limits)), _ttl_ms(ttl)
+        plan = Plan(_policies(limits))
+        _check_fits(store, plan)
+        return key, plan, _ttl_ms(ttl)
 
     @staticmethod
     def _policies(text: str | None) -> tuple[Policy, ...] | None:
@@ -135,10 +168,12 @@ class Overrides(_OverridesBase):
         :param ttl: how long the override lasts, in seconds (or a ``timedelta``) on the store's
             clock; None: until deleted.
         :raises ConfigurationError: writing nothing, for an identifier that is not text,
-            limits that do not parse or a ttl that is not positive.
+            limits that do not parse, more policies than a :class:`~ratelimit.MemoryStore`'s
+            ``max_keys`` holds for one identifier, or a ttl that is not a positive, finite
+            number of at most :data:`MAX_TTL_MS` milliseconds.
         :raises StoreError: when the store failed.
         """
-        key, plan, ttl_ms = self._prepare(identifier, limits, ttl)
+        key, plan, ttl_ms = self._prepare(identifier, limits, ttl, self._store)
         self._store.set_override(key, plan, ttl_ms, self._now())
         self._forget(identifier)
 
@@ -181,7 +216,7 @@ class AsyncOverrides(_OverridesBase):
     async def set(self, identifier: str, limits: Limits,
                   ttl: float | timedelta | None = None) -> None:  # fmt: skip
         """As :meth:`Overrides.set`, awaiting the store."""
-        key, plan, ttl_ms = self._prepare(identifier, limits, ttl)
+        key, plan, ttl_ms = self._prepare(identifier, limits, ttl, self._store)
         await self._store.aset_override(key, plan, ttl_ms, self._now())
         self._forget(identifier)
 

@@ -19,6 +19,8 @@ from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ratelimit._algorithms import ALGORITHMS, Algorithm
+from ratelimit._logging import logger
+from ratelimit.cache import remember
 from ratelimit.errors import StoreError
 from ratelimit.scripts import library
 
@@ -26,12 +28,35 @@ if TYPE_CHECKING:
     from ratelimit.breaker import CircuitBreaker
     from ratelimit.policies import Policy
 
-__all__ = ["AsyncScriptStore", "AsyncStore", "Plan", "Reply", "ScriptCalls", "ScriptStore", "Store"]
+__all__ = ["AsyncScriptStore", "AsyncStore", "Plan", "Reply", "ScriptCalls", "ScriptStore", "Store",
+           "unreadable_override"]  # fmt: skip
 
 Reply = list[int]
 #: A policy as the Python twin's driver reads it (``read_plan`` in ``lua/limiter.lua``): its
 #: algorithm (ratelimit/_algorithms.py), limit, period, rate and unit, as integers.
 Step = tuple[Algorithm, int, int, int, int]
+
+
+# What unreadable_override has logged, so a stored value is logged once, not once per check.
+_LOGGED: dict[str, None] = {}
+
+
+def unreadable_override(message: str) -> StoreError:
+    """The StoreError of a check that met an override this version cannot read (written by
+    hand, or by another version during a rolling deploy): not an outage (``outage`` False),
+    as the store answered. The limiter's breaker stays closed, ``on_error`` decides that
+    identifier's checks alone, and every other identifier is checked as usual. Logs
+    ``message`` once (a bounded memory of what was logged), never raises."""
+    error = StoreError(message)
+    error.outage = False
+    if message not in _LOGGED:
+        remember(_LOGGED, message, None, 1000)
+        logger().warning(
+            "ratelimit: %s; checks of that identifier follow on_error until its override is "
+            "set again or deleted",
+            message,
+        )
+    return error
 
 
 class Plan:
@@ -327,10 +352,25 @@ class ScriptCalls:
         return self._entry_command("settle", keys, argv)
 
     def _whole(self, command: Command) -> Command:
-        """``command`` (a check by ``EVALSHA`` of a script holding only the limiter's
-        algorithms) sent to the script holding every algorithm: the one resend an override
-        with another algorithm costs on the script path (``{-1}`` in ``lua/limiter.lua``)."""
-        return [command[0], self._scripts["check"].sha, *command[2:]]
+        """``command``, a check that answered ``{-1}`` (an override needs an algorithm its
+        script lacks, ``lua/limiter.lua``), sent to the script holding every algorithm: the
+        one resend an override with another algorithm costs on the script path. Raises the
+        :func:`unreadable_override` StoreError when ``command`` ran with every algorithm
+        already (the function library, or the whole script)."""
+        whole = self._scripts["check"].sha
+        if (command[0] == "FCALL" and self.functions) or command[1] == whole:
+            raise self._unreadable(command)
+        return ["EVALSHA", whole, *command[2:]]
+
+    def _unreadable(self, command: Command) -> StoreError:
+        """The StoreError of ``command``, a call that every algorithm of this version
+        answered with ``{-1}``: the override it read names an algorithm this version does
+        not know."""
+        key = command[2 + int(command[2])]  # the override key ends the keys
+        return unreadable_override(
+            f"{type(self).__name__}: the override at {key!r} names an algorithm this "
+            "version of ratelimit does not know"
+        )
 
     def _override_command(self, key: str, plan: Plan | None, ttl_ms: int | None) -> Command:
         """``SET`` of an override (``plan``), or ``DEL`` when ``plan`` is None."""
@@ -450,7 +490,10 @@ class ScriptStore(ScriptCalls, Store):
         command = self._command(plan, keys, now, cost, charge)
         reply = self._call(command)
         if reply[0] < 0:  # an override with an algorithm this script lacks: the whole script
-            reply = self._call(self._whole(command))
+            whole = self._whole(command)
+            reply = self._call(whole)
+            if reply[0] < 0:  # ...which lacks it too: this version cannot read the override
+                raise self._unreadable(whole)
         return reply
 
     def _call(self, command: Command) -> Reply:
@@ -499,7 +542,11 @@ class ScriptStore(ScriptCalls, Store):
 
     def acquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                 lease: str) -> Reply:  # fmt: skip
-        return self._call(self._acquire_command(plan, keys, now, cost, lease))
+        command = self._acquire_command(plan, keys, now, cost, lease)
+        reply = self._call(command)
+        if reply[0] < 0:  # the acquire entry holds every algorithm: {-1, now} is unreadable
+            raise self._unreadable(command)
+        return reply
 
     def release(self, keys: Sequence[str], lease: str) -> int:
         return self._call(self._entry_command("release", keys, (lease,)))[0]
@@ -525,7 +572,10 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
         command = self._command(plan, keys, now, cost, charge)
         reply = await self._call(command)
         if reply[0] < 0:  # as in ScriptStore.evaluate
-            reply = await self._call(self._whole(command))
+            whole = self._whole(command)
+            reply = await self._call(whole)
+            if reply[0] < 0:
+                raise self._unreadable(whole)
         return reply
 
     async def _call(self, command: Command) -> Reply:
@@ -574,7 +624,11 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
 
     async def aacquire(self, plan: Plan, keys: Sequence[str], now: int | None, cost: int,
                        lease: str) -> Reply:  # fmt: skip
-        return await self._call(self._acquire_command(plan, keys, now, cost, lease))
+        command = self._acquire_command(plan, keys, now, cost, lease)
+        reply = await self._call(command)
+        if reply[0] < 0:  # as in ScriptStore.acquire
+            raise self._unreadable(command)
+        return reply
 
     async def arelease(self, keys: Sequence[str], lease: str) -> int:
         return (await self._call(self._entry_command("release", keys, (lease,))))[0]
