@@ -22,7 +22,7 @@ from ratelimit.decision import Decision
 from ratelimit.errors import ConfigurationError, RateLimitExceeded, StoreError
 from ratelimit.events import PARTS, Event, EventKind, EventParts
 from ratelimit.lease import Acquiring, AsyncLease, Lease, new_lease_id
-from ratelimit.overrides import AsyncOverrides, Overrides, plan_from_reply
+from ratelimit.overrides import AsyncOverrides, Overrides, check_fits, plan_from_reply
 from ratelimit.policies import Concurrency, Policy, parse
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Step, Store
 from ratelimit.stores.memory import MemoryStore
@@ -304,12 +304,7 @@ class _LimiterBase:
             # held weakly by the breaker: a limiter that is dropped is collected and hears no
             # more outages
             self._breaker.subscribe(self._breaker_event)
-        if isinstance(store, MemoryStore) and store.max_keys < len(policies):
-            # each policy's write would evict another's key: no limiting at all
-            raise ConfigurationError(
-                f"MemoryStore(max_keys={store.max_keys}) cannot hold the {len(policies)} keys "
-                f"(one per policy) of even one identifier; give it max_keys >= {len(policies)}"
-            )
+        check_fits(store, self._plan, "this limiter")
         # A memory store with no cache, breaker or listener in front: a check is the store's
         # computation and nothing else (hit and peek skip _start and _finish).
         # (store, its one step or None, its one policy or None)

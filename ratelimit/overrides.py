@@ -103,17 +103,18 @@ def _ttl_ms(ttl: float | timedelta | None) -> int | None:
     return ms
 
 
-def _check_fits(store: object, plan: Plan) -> None:
-    """Raise ConfigurationError when ``store`` cannot hold the state keys of ``plan`` for one
-    identifier: a MemoryStore whose ``max_keys`` is below its number of policies (each
-    policy's write would evict another's key, and nothing would be limited)."""
+def check_fits(store: object, plan: Plan, whose: str) -> None:
+    """Raise ConfigurationError when ``store`` cannot hold the state keys of ``plan`` (the
+    policies of ``whose``: a limiter, an override) for one identifier: a MemoryStore whose
+    ``max_keys`` is below its number of policies (each policy's write would evict another's
+    key, and nothing would be limited)."""
     from ratelimit.stores.memory import MemoryStore
 
     n = len(plan.policies)
     if isinstance(store, MemoryStore) and store.max_keys < n:
         raise ConfigurationError(
             f"MemoryStore(max_keys={store.max_keys}) cannot hold the {n} keys (one per "
-            f"policy) of this override for one identifier; give it max_keys >= {n}"
+            f"policy) of {whose} for one identifier; give it max_keys >= {n}"
         )
 
 
@@ -136,7 +137,7 @@ class _OverridesBase:
 
         key = self._key(identifier)
         plan = Plan(_policies(limits))
-        _check_fits(store, plan)
+        check_fits(store, plan, "this override")
         return key, plan, _ttl_ms(ttl)
 
     @staticmethod
