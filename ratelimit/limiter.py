@@ -392,17 +392,27 @@ class _LimiterBase:
         return self._clock() if self._clock is not None else time.monotonic()
 
     def _check_cost(self, cost: int) -> None:
+        """Raises ConfigurationError for a cost that is not a non-negative int of at most
+        2**53. A cost above what the limiter's own policies can ever hold passes: an
+        identifier's override may hold it, and only the store knows (:meth:`_beyond`)."""
         if type(cost) is int and 0 <= cost <= self._capacity:
             return
         if type(cost) is not int or cost < 0:  # bool, float, or an int subclass (IntEnum...)
             kind = "" if type(cost) in (int, bool) else f" (a {type(cost).__name__})"
             raise ConfigurationError(f"cost must be a non-negative integer, got {cost!r}{kind}")
-        if self._rate_plan is None:  # Concurrency only: a slot each, whatever the cost
+        if cost > _ANY_COST:
             raise ConfigurationError(f"cost must be at most 2**53, got {cost}")
+
+    def _beyond(self, cost: int, reply: Reply) -> Reply:
+        """``reply``, unless ``cost`` is more than the limiter's own policies can ever hold and
+        no override applied (the store then denied it and charged nothing): that raises
+        ConfigurationError, as bad input."""
+        if cost <= self._capacity or reply[0] > 1 or self._rate_plan is None:
+            return reply
         smallest = min(self._rate_plan.policies, key=lambda p: p.limit)
         raise ConfigurationError(
-            f"cost {cost} is more than {smallest!r} can ever allow ({smallest.limit}): "
-            "such a hit would be denied forever"
+            f"cost {cost} is more than {smallest!r} can ever allow ({smallest.limit}), and "
+            "no override of this identifier holds it: such a hit would be denied forever"
         )
 
     def _start(self, key: str, cost: int) -> Decision | _Admitted:
@@ -449,16 +459,18 @@ class _LimiterBase:
         """``hit`` (``charge``) or ``peek`` on a memory store with nothing in front of it:
         what :meth:`_start`, the store and :meth:`_finish` do, without the parts that have
         nothing to do there (cache, breaker, events)."""
-        if type(cost) is not int or not 0 <= cost <= self._capacity:
-            self._check_cost(cost)
+        beyond = type(cost) is not int or not 0 <= cost <= self._capacity
+        if beyond:
+            self._check_cost(cost)  # raises, unless an override could hold the cost
         keys = self._keys.get(key) if type(key) is str else None
         if keys is None:
             keys = self._keys_of(key)
         clock = self._clock
         now = round(clock() * 1000) if clock is not None else _time_ns() // 1_000_000
         store, step, policy = self._direct  # type: ignore[misc]
-        if step is None or policy is None or store.has_overrides:
-            return self._decide(store.evaluate(self._plan, keys, now, cost, charge))
+        if beyond or step is None or policy is None or store.has_overrides:
+            reply = store.evaluate(self._plan, keys, now, cost, charge)
+            return self._decide(self._beyond(cost, reply))
         # one policy: as the store's evaluate and _decide, without the reply list
         allowed, remaining, reset, retry, _ = store.check_one(step, keys[0], now, cost, charge)
         return Decision(allowed == 1, policy.limit, remaining, reset / 1000, retry / 1000,
@@ -480,6 +492,8 @@ class _LimiterBase:
             return self._failed(error, breaker, ticket)
         if breaker is not None and breaker.state != "closed":
             breaker.success(ticket)
+        if cost > self._capacity:
+            self._beyond(cost, reply)
         kind: EventKind = "allowed"
         denied = self._denied
         if decision.allowed:
@@ -755,7 +769,8 @@ class Limiter(_LimiterBase):
         :param cost: units to spend, a non-negative int; 0 only looks.
         :returns: the :class:`Decision`.
         :raises ConfigurationError: for a key that is not a str, a cost that is negative, not
-            an int or more than a policy can ever hold, or on a limiter holding a
+            an int or more than a policy can ever hold (after the store call, which tells
+            whether an override holding it applies), or on a limiter holding a
             :class:`Concurrency` policy (use :meth:`acquire`).
         :raises StoreError: when the store failed, or its breaker is open, and
             ``on_error="raise"``.

@@ -142,8 +142,25 @@ async def test_a_cost_the_override_can_never_hold_is_denied_and_charges_nothing(
     assert d.policy == rl.SlidingWindow(2, 60) and d.retry_after == 60.0
     d = await limiter.peek("k")
     assert d.allowed and d.remaining == 2 and d.details[1].remaining == 50  # nothing charged
-    with pytest.raises(rl.ConfigurationError):  # above the limiter's own: the call site's bug
-        await limiter.hit("k", cost=11)
+    d = await limiter.hit("k", cost=11)  # above the limiter's own too: the override decides
+    assert not d.allowed and d.policy == rl.SlidingWindow(2, 60)
+    with pytest.raises(rl.ConfigurationError, match="no override of this identifier holds it"):
+        await limiter.hit("other", cost=11)  # no override: the call site's bug, as ever
+    assert (await limiter.peek("k")).remaining == 2  # nothing charged by either
+    assert (await limiter.peek("other")).remaining == 10
+
+
+async def test_an_override_that_raises_the_limit_admits_costs_the_limiter_never_could(
+    lane: Lane, clock: Clock
+) -> None:
+    limiter = lane.limiter("10000/minute", clock=clock)
+    await set_(lane, limiter, "enterprise", "1000000/minute")
+    d = await limiter.hit("enterprise", cost=20_000)
+    assert d.allowed and d.remaining == 980_000
+    assert (await limiter.peek("enterprise", 30_000)).allowed
+    await delete(lane, limiter, "enterprise")  # back to the limiter's own: refused again
+    with pytest.raises(rl.ConfigurationError, match="cost 20000 is more than"):
+        await limiter.hit("enterprise", cost=20_000)
 
 
 async def test_reset_forgets_the_state_not_the_override(lane: Lane, clock: Clock) -> None:
