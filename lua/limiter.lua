@@ -34,6 +34,12 @@
 --
 -- forget(keys, argv): reset. keys as for check; argv unused. Deletes the state keys and, when
 -- an override is set, the state keys of its policies; never the override. Returns {count}.
+--
+-- set_override(keys, argv): overrides.set. keys: the state keys of the override's policies
+-- (as resolve names them), then the override key; argv[1] now or ""; argv[2] the override's
+-- plan (as check's argv[4]); argv[3] its ttl in milliseconds, or "" for none. SETs the
+-- override and makes each of those state keys live until its state is full under the
+-- override's policy (see "Overrides"). Returns {1}.
 
 -- Plans read so far, by their text. A function library keeps this table between calls, so
 -- a limiter's plan is read once per server, not once per call; a script starts afresh.
@@ -76,6 +82,20 @@ end
 -- period or unit is never read with another. Its state keys are made here from the override
 -- key's head: the client cannot know them without a round trip; they share its hash tag, so
 -- its cluster slot.
+--
+-- Shared state needs TTLs long enough for every policy that reads it: a key's TTL is the time
+-- until its state is full again (garbage collection, never the logic), and a missing key is a
+-- full state. A window's state is empty when its window(s) end whatever its limit, so a
+-- window's TTL is the same under every policy of its shape; a token bucket's time to full
+-- depends on its rate and burst. So a state key lives until its state is full under:
+-- * the override that will read it: set_override extends each of its state keys that holds
+--   a state (never shortens one: PEXPIRE GT), with no check needed in between;
+-- * the limiter's own policy of the same shape, which reads it again once the override is
+--   deleted or expires: a charge under an override writes the longer of the two times
+--   (outlive, in check); reset_after stays the override's.
+-- A delete is a plain DEL: every state written under the override already lives long
+-- enough for the limiter's own policies. An override SET by hand (not by set_override) does
+-- not extend the state written before it.
 
 -- What read_plan does not keep, for override plans only, by plan text: {state key suffixes,
 -- the plan as integers for the reply}.
@@ -144,6 +164,39 @@ local function forget(keys, argv)
   end
   return {deleted}
 end
+
+-- The milliseconds until the state `s` of policy `p` (a plan entry), loaded or charged at
+-- `now` (milliseconds), is full again: how long its key must live for `p` to read it right.
+local function time_to_full(s, p, now)
+  local unit = p[5]
+  local t = now
+  if unit ~= 1 then
+    t = floor_div(now, unit)
+  end
+  local _, _, reset = p[1].report(s, t, p[2], p[3], p[4], 0)
+  if reset > 0 and unit ~= 1 then
+    reset = reset * unit - (now - t * unit)
+  end
+  return reset
+end
+
+-- After a charge under an override (plan, on keys, states charged, reply as check's), the
+-- charged state keys that the limiter's own plan (own_plan, on own_keys) also reads live until
+-- full under its policy too, where that takes longer (a slower rate, a bigger burst).
+local function outlive(plan, keys, states, reply, own_plan, own_keys, now)
+  for i = 1, #plan do
+    if not plan[i][1].slots then -- a slot's key lives to its latest lease, whatever the policy
+      for j = 1, #own_plan do
+        if own_keys[j] == keys[i] then -- the same key: the same algorithm, period and unit
+          local need = time_to_full(states[i], own_plan[j], now)
+          if need > reply[4 * i] then -- longer than the TTL the charge wrote
+            redis.call('PEXPIRE', keys[i], string.format('%d', need))
+          end
+        end
+      end
+    end
+  end
+end
 -- ---- end of Overrides ------------------------------------------------------------------------
 
 -- `now` in milliseconds: argv[1], or the server's TIME when it is "".
@@ -161,9 +214,10 @@ local function check(keys, argv)
   local cost = tonumber(argv[2])
   -- the override key is last, and usually absent (one GET: an MGET of it with the state keys
   -- measured slower, its reply being a table to build)
-  local plan, tail
+  local plan, tail, own_keys
   local text = redis.call('GET', keys[#keys])
   if text then -- an override: its plan, on its own state keys
+    own_keys = keys
     plan, keys, tail = resolve(keys[#keys], text)
     if not plan then
       return {-1} -- the client sends the same call to the script with every algorithm
@@ -210,7 +264,8 @@ local function check(keys, argv)
     reply[r], reply[r + 1], reply[r + 2], reply[r + 3] = allowed, remaining, reset, retry
   end
 
-  if reply[1] == 1 and argv[3] == '1' and (cost > 0 or argv[5]) then -- argv[5]: acquire's
+  local charged = reply[1] == 1 and argv[3] == '1' and (cost > 0 or argv[5])
+  if charged then -- argv[5]: acquire's
     -- charge every policy; after a charge, remaining drops by the cost and the key's TTL is
     -- exactly the time back to full capacity. A lease (acquire) of cost 0 still takes its
     -- Concurrency slots, in the plan that applied (the override's when there is one). A hit
@@ -234,6 +289,9 @@ local function check(keys, argv)
     end
   end
   if tail then -- overrides: say so, and which plan applied
+    if charged and cost > 0 then -- the charged state outlives the override (see "Overrides")
+      outlive(plan, keys, states, reply, read_plan(argv[4]), own_keys, now)
+    end
     reply[1] = reply[1] + 2
     for k = 1, #tail do
       reply[#reply + 1] = tail[k]
@@ -242,6 +300,34 @@ local function check(keys, argv)
   return reply
 end
 
+-- Each state key of `plan` (keys[i] for plan[i], holding a state or not) lives at least until
+-- its state is full under plan[i] at `now`: an override's state before its first check.
+local function keep(keys, plan, now)
+  for i = 1, #plan do
+    local p = plan[i]
+    if not p[1].slots then
+      local t = now
+      if p[5] ~= 1 then
+        t = floor_div(now, p[5])
+      end
+      local need = time_to_full(p[1].load(keys[i], t, p[2], p[3], p[4]), p, now)
+      if need > 0 then -- 0: full, or no state (nothing to keep)
+        redis.call('PEXPIRE', keys[i], string.format('%d', need), 'GT')
+      end
+    end
+  end
+end
+
+local function set_override(keys, argv)
+  local n = #keys
+  if argv[3] == '' then
+    redis.call('SET', keys[n], argv[2])
+  else
+    redis.call('SET', keys[n], argv[2], 'PX', argv[3])
+  end
+  keep(keys, read_plan(argv[2]), now_ms(argv))
+  return {1}
+end
 
 -- Leases (Concurrency, settle): the entries below wrap check and the algorithms' settle.
 --
@@ -325,5 +411,5 @@ local function settle(keys, argv)
   return reply
 end
 
-local entries = {check = check, forget = forget, acquire = acquire, release = release,
-                 renew = renew, settle = settle}
+local entries = {check = check, forget = forget, set_override = set_override,
+                 acquire = acquire, release = release, renew = renew, settle = settle}

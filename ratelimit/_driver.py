@@ -1,11 +1,13 @@
 """The Python twin of ``lua/limiter.lua``, the driver, for the memory store.
 
 One function per entry of the script (``entries``: :func:`check`, :func:`forget`,
-:func:`acquire`, :func:`release`, :func:`renew`, :func:`settle`) and its :func:`resolve`, in
-the Lua's order and with its comments, over the algorithms of :mod:`ratelimit._algorithms`.
+:func:`set_override`, :func:`acquire`, :func:`release`, :func:`renew`, :func:`settle`) and its
+:func:`resolve`, in the Lua's order and with its comments, over the algorithms of
+:mod:`ratelimit._algorithms`.
 Where the Lua calls ``redis.call``, the twin reads and writes ``db``, the memory store's
 :class:`~ratelimit.stores.memory.Keyspace`: a key's state with its expiry (``GET``/``SET PX``:
-``db.get``/``db.put``), ``DEL`` (``db.drop``) and an override key's plan (``db.override``).
+``db.get``/``db.put``), ``DEL`` (``db.drop``), ``PEXPIRE`` (the entry's expiry) and an
+override key's plan (``db.override``, ``db.put_override``).
 The entries take the memory store's arguments (a :class:`~ratelimit.stores.base.Plan`,
 ``now`` in milliseconds, ...) where the script takes ARGV text, and run under the store's
 lock, as a script runs atomically; they never take it.
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from ratelimit.stores.memory import Keyspace
 
 __all__ = ["ENTRIES", "Result", "acquire", "check", "check_one", "forget", "release", "renew",
-           "resolve", "settle"]  # fmt: skip
+           "resolve", "set_override", "settle"]  # fmt: skip
 
 #: check_one's result: (allowed, remaining, reset_ms, retry_ms, the state stored or None).
 Result: TypeAlias = tuple[int, int, int, int, "State | None"]
@@ -45,6 +47,9 @@ def _ttl_ms(ttl: int, unit: int, off: int) -> int:
 # ---- Overrides --------------------------------------------------------------------------------
 # An override is the plan kept at <prefix>:{<identifier>}:override; its state keys are made from
 # that key's head and its plan's state ids (Plan.state_ids and Plan.tail are the Lua's `shaped`).
+# A state key lives until its state is full under every policy that reads it: the override's
+# (set_override extends it) and the limiter's own of the same shape (a charge under the
+# override writes the longer time: _outlive). See "Overrides" in lua/limiter.lua.
 
 
 def resolve(override_key: str, override: Plan) -> tuple[Plan, list[str], tuple[int, ...]]:
@@ -72,6 +77,36 @@ def forget(db: Keyspace, keys: Sequence[str]) -> int:
     return deleted
 
 
+def _time_to_full(s: State, step: Step, now: int) -> int:
+    """The milliseconds until the state ``s`` of the policy ``step``, loaded or charged at
+    ``now`` (ms), is full again: how long its key must live for that policy (``time_to_full``
+    in the Lua)."""
+    (_, report, _, _, _), limit, period, rate, unit = step
+    t = now
+    if unit != 1:
+        t = now // unit
+    reset = report(s, t, limit, period, rate, 0)[2]
+    if reset > 0 and unit != 1:
+        reset = reset * unit - (now - t * unit)
+    return reset
+
+
+def _outlive(db: Keyspace, steps: Sequence[Step], keys: Sequence[str], states: list[State],
+             reply: Reply, own_steps: Sequence[Step], own_keys: Sequence[str],
+             now: int) -> None:  # fmt: skip
+    """After a charge under an override (``steps`` on ``keys``, ``states`` charged), the
+    charged state keys that the limiter's own plan also reads live until full under its policy
+    too, where that takes longer (``outlive`` in the Lua)."""
+    for i in range(len(steps)):
+        if not steps[i][0][4]:  # a slot's key lives to its latest lease, whatever the policy
+            for j in range(len(own_steps)):
+                if own_keys[j] == keys[i]:  # the same key: the same algorithm, period and unit
+                    need = _time_to_full(states[i], own_steps[j], now)
+                    entry = db.entries.get(keys[i])  # (None: evicted at max_keys)
+                    if need > reply[4 * i + 3] and entry is not None:  # longer than written
+                        entry[1] = now + need  # PEXPIRE
+
+
 # ---- end of Overrides -------------------------------------------------------------------------
 
 
@@ -85,6 +120,7 @@ def check(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, cost: int, ch
     override = db.override(keys[-1], now) if db.has_overrides else None
     tail = None
     if override is not None:  # an override: its plan, on its own state keys
+        own_steps, own_keys = plan.steps, keys
         plan, keys, tail = resolve(keys[-1], override)
     steps = plan.steps
     n = len(steps)
@@ -122,7 +158,8 @@ def check(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, cost: int, ch
             reply[0] = 0
         reply += (allowed, remaining, reset, retry)
 
-    if reply[0] == 1 and charge and (cost > 0 or lease is not None):
+    charged = reply[0] == 1 and charge and (cost > 0 or lease is not None)
+    if charged:
         # charge every policy; after a charge, remaining drops by the cost and the key's TTL is
         # exactly the time back to full capacity. A lease (acquire) of cost 0 still takes its
         # Concurrency slots, in the plan that applied (the override's when there is one). A hit
@@ -153,6 +190,8 @@ def check(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, cost: int, ch
             reply[4 * i + 3] = ttl
             reply[4 * i + 2] -= used
     if tail is not None:  # overrides: say so, and which plan applied
+        if charged and cost > 0:  # the charged state outlives the override
+            _outlive(db, steps, keys, states, reply, own_steps, own_keys, now)
         reply[0] += 2
         reply += tail
     return reply
@@ -202,6 +241,33 @@ def check_one(db: Keyspace, step: Step, key: str, now: int, cost: int, charge: b
         if retry > 0:
             retry = retry * unit - off
     return allowed, remaining, reset, retry, None
+
+
+def _keep(db: Keyspace, plan: Plan, keys: Sequence[str], now: int) -> None:
+    """Each state key of ``plan`` (``keys[i]`` for its policy i) lives at least until its state
+    is full under that policy at ``now``: an override's state before its first check (``keep``
+    in the Lua)."""
+    for i, step in enumerate(plan.steps):
+        (load, _, _, _, slots), limit, period, rate, unit = step
+        if slots:
+            continue
+        t = now
+        if unit != 1:
+            t = now // unit
+        need = _time_to_full(load(db.get(keys[i], now), t, limit, period, rate), step, now)
+        if need > 0:  # 0: full, or no state (nothing to keep)
+            entry = db.entries.get(keys[i])
+            if entry is not None and entry[1] < now + need:  # PEXPIRE GT
+                entry[1] = now + need
+
+
+def set_override(db: Keyspace, plan: Plan, keys: Sequence[str], now: int,
+                 ttl_ms: int | None) -> None:  # fmt: skip
+    """The ``set_override`` entry: keeps ``plan`` as the override at ``keys[-1]`` (until ``now
+    + ttl_ms``, or for good), and makes each of its state keys (``keys[:-1]``, as
+    :func:`resolve` names them) live until its state is full under the override's policy."""
+    db.put_override(keys[-1], plan, None if ttl_ms is None else now + ttl_ms, now)
+    _keep(db, plan, keys, now)
 
 
 # ---- Leases (Concurrency, settle) ------------------------------------------------------------
@@ -280,6 +346,6 @@ def settle(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, acquired: in
 
 #: The entries, as the Lua's ``entries`` table names them.
 ENTRIES: dict[str, Callable[..., object]] = {
-    "check": check, "forget": forget, "acquire": acquire, "release": release, "renew": renew,
-    "settle": settle,
+    "check": check, "forget": forget, "set_override": set_override, "acquire": acquire,
+    "release": release, "renew": renew, "settle": settle,
 }  # fmt: skip

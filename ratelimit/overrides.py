@@ -162,7 +162,8 @@ class Overrides(_OverridesBase):
 
     def set(self, identifier: str, limits: Limits, ttl: float | timedelta | None = None) -> None:
         """Give ``identifier`` its own limits instead of the limiter's, from the next check
-        that reaches the store. Blocks on one store call (one ``SET``).
+        that reaches the store. Blocks on one store call (one script: the ``SET``, and the
+        identifier's spent token buckets kept until full under the override).
 
         :param identifier: the key, as given to ``hit``.
         :param limits: text, a policy or a list, as the limiter takes.

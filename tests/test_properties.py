@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 import random
 import time
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ratelimit as rl
+from ratelimit.stores.base import Plan
 from tests.conftest import Lane
 from tests.support import Clock
 
@@ -144,12 +146,67 @@ def test_token_bucket_admits_at_most_burst_plus_refill(
         assert admitted * 1000 <= burst * 1000 + rate * (clock.ms - start)
 
 
+#: what a key synced to the twin's expiry keeps beyond it on the server (see ServerKeys)
+MARGIN_MS = 200
+
+
+class ServerKeys:
+    """Reads and sets the TTLs of single keys on a lane's server, beside the store's client:
+    the real server's own client (behind the Upstash endpoint too), or the fakeredis client."""
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+        self.client = lane.server.client() if lane.server is not None else None
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        if self.client is not None:
+            return getattr(self.client, name)(*args)
+        result = getattr(self.lane.raw, name)(*args)
+        return await result if self.lane.is_async else result
+
+    async def pttl(self, key: str) -> int:
+        return int(await self._run("pttl", key))
+
+    async def expire_as(self, key: str, twin: rl.MemoryStore, now: int) -> None:
+        """Give ``key`` on the server the expiry it has in ``twin`` at ``now`` (ms), plus
+        :data:`MARGIN_MS` for the real time that passes before the next call reads it; deleted
+        where the twin holds no live state."""
+        entry = twin.entries.get(key)
+        if entry is None or entry[1] < now:
+            await self._run("delete", key)
+        else:
+            await self._run("pexpire", key, entry[1] - now + MARGIN_MS)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def twin_ttl(twin: rl.MemoryStore, key: str, now: int) -> int:
+    """The PTTL that ``key`` has in the twin at ``now`` (ms): -2 when absent or expired."""
+    entry = twin.entries.get(key)
+    return -2 if entry is None or entry[1] < now else int(entry[1] - now)
+
+
 async def _compare(lane: Lane, policy_list: list[rl.Policy], seed: int, n: int,
                    overrides: list[list[rl.Policy] | None] | None = None) -> int:  # fmt: skip
+    """Drives the Lua on ``lane`` and the twin with the same clock and random keys, costs and
+    times (and with ``overrides``, override sets and deletes), demanding the same decisions.
+
+    With overrides, the twin's clock is also the server's clock for expiries: state read by
+    policies of other rates and bursts is then read differently when present (its level) and
+    when expired (a full bucket), and a server expires keys in real time, slower than the
+    fake clock. So before each step the identifier's state keys get on the server the expiry
+    they have in the twin, and after it every TTL that step wrote must be the twin's."""
     rng = random.Random(seed)
     clock = Clock()
     lua = lane.limiter(policy_list, clock=clock, prefix=f"diff{seed}")
     twin = rl.Limiter(policy_list, clock=clock, prefix=f"diff{seed}")
+    twin_store = twin.store
+    assert isinstance(twin_store, rl.MemoryStore)
+    server = ServerKeys(lane) if overrides else None
+    plans = [Plan(policy_list), *(Plan(o) for o in overrides or () if o)]
+    shapes = {state_id for plan in plans for state_id in plan.state_ids}
     capacity = min(p.limit for p in policy_list)
     checked = 0
     last = time.perf_counter()
@@ -166,6 +223,13 @@ async def _compare(lane: Lane, policy_list: list[rl.Policy], seed: int, n: int,
             if rng.random() < 0.05
             else ["hit", "hit", "peek"]
         )
+        state_keys: list[str] = []
+        if server is not None:  # the twin's expiries on the server (see above)
+            head = twin._override_key(key)[: -len("override")]
+            state_keys = [head + shape for shape in sorted(shapes)]
+            for state_key in state_keys:
+                await server.expire_as(state_key, twin_store, clock.ms)
+        before = {k: twin_ttl(twin_store, k, clock.ms) for k in state_keys}
         if op == "reset":
             await lua.reset(key)
             twin.reset(key)
@@ -176,12 +240,21 @@ async def _compare(lane: Lane, policy_list: list[rl.Policy], seed: int, n: int,
                 done = face.delete(key) if limits is None else face.set(key, limits)
                 if done is not None:
                     await done
-            continue
-        got = await getattr(lua, op)(key, cost)
-        want = getattr(twin, op)(key, cost)
-        assert got == want, f"step {checked} at {clock.ms}: {op}({key!r}, {cost}): {got} != {want}"
-        assert got.details == want.details
-        checked += 1
+        else:
+            got = await getattr(lua, op)(key, cost)
+            want = getattr(twin, op)(key, cost)
+            at = f"step {checked} at {clock.ms}: {op}({key!r}, {cost})"
+            assert got == want, f"{at}: {got!r} {got.details} != {want!r} {want.details}"
+            assert got.details == want.details
+            checked += 1
+        if server is not None:  # every TTL this step wrote is the twin's (real ms passed)
+            for state_key in state_keys:
+                ttl = twin_ttl(twin_store, state_key, clock.ms)
+                if ttl != before[state_key]:
+                    pttl = await server.pttl(state_key)
+                    assert ttl - 2000 <= pttl <= ttl + MARGIN_MS, (state_key, pttl, ttl, clock.ms)
+    if server is not None:
+        server.close()
     return checked
 
 
@@ -207,8 +280,13 @@ async def test_lua_and_python_twin_agree(script_lane: Lane, policy_list: list[rl
 
 #: Overrides for the differential test: the same shapes with other numbers (state kept), other
 #: periods and algorithms (fresh state), limits below the costs drawn (never holdable), none.
+#: Buckets that fill far slower (burst 30 at 1 a second) and far faster (a boost: 50 a second)
+#: than the limiters' own: state keys live until full under both (tests/test_override_ttl.py),
+#: and every TTL written is compared with the twin's (see _compare).
 DIFF_OVERRIDES: list[list[rl.Policy] | None] = [
     [rl.FixedWindow(2, 10)],
+    [rl.TokenBucket(1, 1, burst=30), rl.FixedWindow(50, 2)],
+    [rl.TokenBucket(50, 1, burst=3), rl.SlidingWindow(40, 60)],
     [rl.FixedWindow(50, 10), rl.SlidingWindow(1, 3)],
     [rl.SlidingWindow(3, 3), rl.TokenBucket(1, 1, burst=2)],
     [rl.TokenBucket(9, 1, burst=20), rl.SlidingWindow(40, 60)],

@@ -130,7 +130,8 @@ class Store:
         raise NotImplementedError
 
     def set_override(self, key: str, plan: Plan, ttl_ms: int | None, now: int | None) -> None:
-        """Store ``plan`` as the override at ``key`` (one ``SET``).
+        """Store ``plan`` as the override at ``key`` (one ``SET``) and keep the state its
+        policies will read until full under them (one script call on a server).
 
         :param key: the identifier's override key.
         :param plan: the override's policies.
@@ -372,11 +373,16 @@ class ScriptCalls:
             "version of ratelimit does not know"
         )
 
-    def _override_command(self, key: str, plan: Plan | None, ttl_ms: int | None) -> Command:
-        """``SET`` of an override (``plan``), or ``DEL`` when ``plan`` is None."""
+    def _override_command(self, key: str, plan: Plan | None, ttl_ms: int | None,
+                          now: int | None = None) -> Command:  # fmt: skip
+        """The ``set_override`` entry (its ``SET``, and the state its policies will read kept
+        until full under them: ``lua/limiter.lua``), or ``DEL`` when ``plan`` is None."""
         if plan is None:
             return ["DEL", key]
-        return ["SET", key, plan.spec] + ([] if ttl_ms is None else ["PX", ttl_ms])
+        head = key[: -len("override")]  # its state keys, as the script's resolve names them
+        keys = [*(head + state_id for state_id in plan.state_ids), key]
+        argv = ("" if now is None else now, plan.spec, "" if ttl_ms is None else ttl_ms)
+        return self._entry_command("set_override", keys, argv)
 
     @staticmethod
     def _text(raw: object) -> str | None:
@@ -525,7 +531,7 @@ class ScriptStore(ScriptCalls, Store):
         self._call(self._entry_command("forget", keys, ()))
 
     def set_override(self, key: str, plan: Plan, ttl_ms: int | None, now: int | None) -> None:
-        self._plain(self._override_command(key, plan, ttl_ms))
+        self._call(self._override_command(key, plan, ttl_ms, now))
 
     def get_override(self, key: str, now: int | None) -> str | None:
         return self._text(self._plain(["GET", key]))
@@ -607,7 +613,7 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
 
     async def aset_override(self, key: str, plan: Plan, ttl_ms: int | None,
                             now: int | None) -> None:  # fmt: skip
-        await self._plain(self._override_command(key, plan, ttl_ms))
+        await self._call(self._override_command(key, plan, ttl_ms, now))
 
     async def aget_override(self, key: str, now: int | None) -> str | None:
         return self._text(await self._plain(["GET", key]))

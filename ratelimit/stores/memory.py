@@ -77,6 +77,20 @@ class Keyspace:
                     break
                 del entries[key]
 
+    def put_override(self, key: str, plan: Plan, expires: int | None, now: int) -> None:
+        """Keep ``plan`` as the override at ``key`` until ``expires`` (milliseconds; None: for
+        good), as the one set last; beyond ``max_keys`` overrides, expired ones go first, then
+        the one set longest ago."""
+        overrides = self._overrides
+        overrides.pop(key, None)
+        if len(overrides) >= self.max_keys:
+            for old in [k for k, (_, at) in overrides.items() if at is not None and at <= now]:
+                del overrides[old]
+        while len(overrides) >= self.max_keys:
+            overrides.popitem(last=False)
+        overrides[key] = (plan, expires)
+        self.has_overrides = True
+
     def override(self, key: str, now: int | None) -> Plan | None:
         """The override plan at ``key``, unless absent or expired at ``now`` (then dropped;
         None: not checked)."""
@@ -181,20 +195,14 @@ class MemoryStore(Keyspace, Store, AsyncStore):
     # Overrides: kept apart from the keys, at most max_keys of them.
 
     def set_override(self, key: str, plan: Plan, ttl_ms: int | None, now: int | None) -> None:
-        """Keep ``plan`` as the override at ``key``, until ``now + ttl_ms`` or for good."""
-        if ttl_ms is not None and now is None:
-            raise ConfigurationError("MemoryStore needs the time from the limiter")
-        expires = None if ttl_ms is None or now is None else now + ttl_ms
+        """Keep ``plan`` as the override at ``key``, until ``now + ttl_ms`` or for good, and
+        keep the state its policies will read until full under them (the driver's
+        ``set_override``)."""
+        now = _required(now)
+        head = key[: -len("override")]  # its state keys, as the driver's resolve names them
+        keys = [*(head + state_id for state_id in plan.state_ids), key]
         with self.lock:
-            overrides = self._overrides
-            overrides.pop(key, None)
-            if len(overrides) >= self.max_keys and now is not None:
-                for old in [k for k, (_, at) in overrides.items() if at is not None and at <= now]:
-                    del overrides[old]
-            while len(overrides) >= self.max_keys:
-                overrides.popitem(last=False)
-            overrides[key] = (plan, expires)
-            self.has_overrides = True
+            _driver.set_override(self, plan, keys, now, ttl_ms)
 
     def get_override(self, key: str, now: int | None) -> str | None:
         """The plan text of the override at ``key``, or None."""
