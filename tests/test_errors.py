@@ -32,6 +32,22 @@ async def test_bad_costs(lane: Lane, clock: Clock, cost: object, message: str) -
     assert [x.remaining for x in d.details] == [7, 2]  # nothing was lost or charged
 
 
+@pytest.mark.parametrize(
+    "policy",
+    [rl.FixedWindow(10, 1), rl.SlidingWindow(10, 1), rl.TokenBucket(10, 1, burst=10)],
+    ids=lambda p: p.id,
+)
+async def test_a_cost_one_policy_can_never_hold_is_refused_and_charges_nothing(
+    lane: Lane, clock: Clock, policy: rl.Policy
+) -> None:
+    limiter = lane.limiter(policy, clock=clock)  # one policy: the memory store's fast path
+    await limiter.hit("k", 3)
+    for method in (limiter.hit, limiter.peek):
+        with pytest.raises(rl.ConfigurationError, match="cost 11 is more than"):
+            await method("k", 11)
+    assert (await limiter.peek("k")).remaining == 7
+
+
 class Units(int):
     """An int subclass (as an IntEnum member is): its text is not its number."""
 

@@ -140,7 +140,9 @@ class MemoryStore(Keyspace, Store, AsyncStore):
                  charge: bool) -> Reply:  # fmt: skip
         """Run ``plan`` on ``keys`` at ``now`` (required: milliseconds). Never raises StoreError."""
         now = _required(now)
-        if len(plan.steps) == 1 and not self.has_overrides:  # the common case: the fast path
+        # the common case, the fast path: one policy that can hold the cost (check_one's
+        # condition; a larger cost is the driver's never-holdable denial), no override
+        if len(plan.steps) == 1 and not self.has_overrides and cost <= plan.steps[0][1]:
             allowed, remaining, reset, retry, _ = self.check_one(plan.steps[0], keys[0], now,
                                                                  cost, charge)  # fmt: skip
             return [allowed, allowed, remaining, reset, retry]
