@@ -112,10 +112,19 @@ local function resolve(override_key, text)
     for word in string.gmatch(text, '%S+') do
       words[#words + 1] = word
     end
+    if #words == 0 or #words % 5 ~= 0 then
+      return false -- not a plan this version can read: the caller says so
+    end
     local suffixes, tail, seen = {}, {}, {}
     for at = 1, #words, 5 do
       if not algorithms[words[at]] then
         return false -- a script built without that algorithm (EVALSHA): the caller says so
+      end
+      for k = 1, 4 do -- whole numbers: a limit, period and unit of 1 or more, a rate of 0 or more
+        local x = tonumber(words[at + k])
+        if not x or x % 1 ~= 0 or x < (k == 3 and 0 or 1) then
+          return false -- run, it would fail mid-call (an outage) or charge what Python refuses
+        end
       end
       local suffix = words[at] .. words[at + 2]
       if words[at + 4] ~= '1' then

@@ -23,10 +23,11 @@ from ratelimit.overrides import MAX_TTL_MS
 from ratelimit.stores import base
 from tests.conftest import Clock, Lane
 
-# Override texts this version cannot read: an algorithm code it does not know (the Lua answers
-# {-1}), a limit of 0 (the Lua runs it, Python refuses it), a unit the policy does not count in
-# (the Lua runs and charges it, Python refuses it).
-UNREADABLE = ["g 10 1000 0 1", "f 0 1000 0 1", "f 5 1000 0 7"]
+# Override texts this version cannot read: an algorithm code it does not know, a limit of 0, a
+# number that is not one, a fraction, a policy cut short (the Lua answers {-1} to all of these),
+# and a unit the policy does not count in (the Lua runs and charges it, Python refuses it).
+UNREADABLE = ["g 10 1000 0 1", "f 0 1000 0 1", "f x 1000 0 1", "f 10 1000.5 0 1",
+              "f 10 1000", "f 5 1000 0 7"]  # fmt: skip
 
 
 async def _maybe(result: Any) -> Any:
