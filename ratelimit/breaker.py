@@ -44,9 +44,9 @@ class CircuitBreaker:
         outside 0 to 1 or a non-positive ``probe_timeout``.
     """
 
-    __slots__ = ("_clock", "_generation", "_listeners", "_lock", "_name", "_outage_started",
-                 "_probe_until", "_reopen_at", "base", "cap", "failures", "jitter",
-                 "last_error", "probe_timeout", "state", "suppressed")  # fmt: skip
+    __slots__ = ("__weakref__", "_clock", "_generation", "_listeners", "_lock", "_name",
+                 "_outage_started", "_probe_until", "_reopen_at", "base", "cap", "failures",
+                 "jitter", "last_error", "probe_timeout", "state", "suppressed")  # fmt: skip
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
 if TYPE_CHECKING:
+    from ratelimit.breaker import CircuitBreaker
     from ratelimit.decision import Decision
     from ratelimit.policies import Policy
 
@@ -44,9 +45,11 @@ class Event:
         included), for the calls the limiter timed: every one at low traffic, one each
         ``ratelimit.limiter.TIME_EVERY`` (10 ms) under load. None for the others and when no
         store call was made (a cached denial, an open breaker, breaker events).
+    :param breaker: the :class:`~ratelimit.CircuitBreaker` whose outage started or ended, for
+        breaker events (on a cluster, the breaker of one master); None for the others.
     """
 
-    __slots__ = ("decision", "duration", "error", "kind", "policy", "prefix")
+    __slots__ = ("breaker", "decision", "duration", "error", "kind", "policy", "prefix")
 
     def __init__(
         self,
@@ -56,6 +59,7 @@ class Event:
         error: BaseException | None = None,
         decision: Decision | None = None,
         duration: float | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.kind = kind
         self.prefix = prefix
@@ -63,6 +67,7 @@ class Event:
         self.error = error
         self.decision = decision
         self.duration = duration
+        self.breaker = breaker
 
     def __repr__(self) -> str:
         return f"Event({self.kind!r}, prefix={self.prefix!r}, policy={self.policy!r})"
@@ -71,7 +76,8 @@ class Event:
 #: A listener's count of an event from its parts, in :class:`Event`'s order (kind, prefix,
 #: policy, error, decision, duration), with no Event built. Internal: a listener object
 #: offers one from a method named :data:`PARTS` (``ratelimit.otel.Metrics`` does), and a
-#: limiter then calls it instead of the listener, saving an Event per check.
+#: limiter then calls it instead of the listener, saving an Event per check. Breaker events,
+#: which carry their breaker, still go to the listener as Events.
 EventParts: TypeAlias = Callable[
     ["EventKind", str, "Policy | None", "BaseException | None", "Decision | None",
      "float | None"],

@@ -579,14 +579,15 @@ class _LimiterBase:
         return keys
 
     def _emit(self, kind: EventKind, policy: Policy | None, error: BaseException | None = None,
-              decision: Decision | None = None, duration: float | None = None) -> None:  # fmt: skip
+              decision: Decision | None = None, duration: float | None = None,
+              breaker: CircuitBreaker | None = None) -> None:  # fmt: skip
         listener = self._on_event
         if listener is None:
             return
         try:
             parts = self._parts
-            if parts is None:
-                listener(Event(kind, self._prefix, policy, error, decision, duration))
+            if parts is None or breaker is not None:
+                listener(Event(kind, self._prefix, policy, error, decision, duration, breaker))
             else:
                 parts(kind, self._prefix, policy, error, decision, duration)
         except Exception:
@@ -594,7 +595,8 @@ class _LimiterBase:
 
     def _breaker_event(self, event: str, breaker: CircuitBreaker) -> None:
         kind: EventKind = "breaker_open" if event == "open" else "breaker_closed"
-        self._emit(kind, None, breaker.last_error if event == "open" else None)
+        self._emit(kind, None, breaker.last_error if event == "open" else None, None, None,
+                   breaker)  # fmt: skip
 
     # Leases: the parts of acquire, release, renew and settle that do no I/O.
 

@@ -10,6 +10,7 @@ is never an attribute. This module imports OpenTelemetry when a :class:`Metrics`
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from itertools import repeat
@@ -17,6 +18,7 @@ from operator import length_hint
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ratelimit.breaker import CircuitBreaker
     from ratelimit.decision import Decision
     from ratelimit.events import Event, EventKind, EventParts
     from ratelimit.policies import Policy
@@ -83,7 +85,7 @@ class Metrics:
     :raises ImportError: without ``opentelemetry-api``.
     """
 
-    __slots__ = ("_breakers", "_durations", "_histogram", "_series")
+    __slots__ = ("_breakers", "_durations", "_histogram", "_series", "_watched")
 
     def __init__(self, meter_provider: Any = None) -> None:
         from opentelemetry import metrics
@@ -95,6 +97,10 @@ class Metrics:
         meter = provider.get_meter("ratelimit", ratelimit.__version__)
         # prefix -> binding policy's id -> its counts
         self._series: dict[str, dict[str, _Series]] = {}
+        # (prefix, id of a breaker) -> that breaker, weakly: the breakers whose events were
+        # heard, read when the SDK collects (a prefix is in an outage while any is not closed)
+        self._watched: dict[tuple[str, int], weakref.ref[CircuitBreaker]] = {}
+        # prefix -> 1/0: the last breaker event that named no breaker (an Event built by hand)
         self._breakers: dict[str, int] = {}
         # (prefix, seconds) of the store calls timed since the last collection
         self._durations: deque[tuple[str, float]] = deque(maxlen=DURATIONS)
@@ -108,7 +114,7 @@ class Metrics:
             self._record_durations()
             return [
                 Observation(state, {"ratelimit.prefix": prefix})
-                for prefix, state in list(self._breakers.items())
+                for prefix, state in self._breaker_states().items()
             ]
 
         meter.create_observable_counter(
@@ -134,9 +140,40 @@ class Metrics:
     def __call__(self, event: Event) -> None:
         """Count ``event``. Never raises. A limiter given this Metrics calls :meth:`_count`
         with the event's parts instead, and builds no Event (unless a subclass defines its own
-        ``__call__``, which then sees every event)."""
+        ``__call__``, which then sees every event); breaker events come here."""
+        breaker = event.breaker
+        if breaker is not None:
+            self._watch(event.prefix, breaker)
+            return
         self._count(event.kind, event.prefix, event.policy, event.error, event.decision,
                     event.duration)  # fmt: skip
+
+    def _watch(self, prefix: str, breaker: CircuitBreaker) -> None:
+        """Keeps (weakly) ``breaker``, whose outage started or ended, for the gauge of
+        ``prefix``: its state is read when the SDK collects, so that one store's recovery
+        never hides another's outage under the same prefix (a cluster's masters, two stores)."""
+        key = (prefix, id(breaker))
+        known = self._watched.get(key)
+        if known is None or known() is not breaker:  # new, or an id reused after a collection
+            self._watched[key] = weakref.ref(breaker)
+
+    def _breaker_states(self) -> dict[str, int]:
+        """``ratelimit.breaker.state`` by prefix: 1 while any breaker heard of under it is not
+        closed; for a prefix with none, the last breaker event that named no breaker."""
+        states = dict(self._breakers)
+        watched: dict[str, int] = {}
+        for (prefix, ident), ref in list(self._watched.items()):
+            breaker = ref()
+            if breaker is None:  # collected with its store: forget it (unless just replaced)
+                if self._watched.get((prefix, ident)) is ref:
+                    self._watched.pop((prefix, ident), None)
+                continue
+            if breaker.state != "closed":
+                watched[prefix] = 1
+            else:
+                watched.setdefault(prefix, 0)
+        states.update(watched)
+        return states
 
     def _ratelimit_event_parts(self) -> EventParts | None:
         """For a limiter: :meth:`_count`, or None when a subclass's own ``__call__`` must be

@@ -4,6 +4,8 @@ clients, and no OpenTelemetry import before a Metrics is built."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import subprocess
 import sys
@@ -413,3 +415,46 @@ def test_overrides_with_limits_of_their_own_make_a_bounded_number_of_series() ->
     assert found[("allowed", "ratelimit", OTHER, False)] == 50 + 3
     assert found[("allowed", "ratelimit", OTHER, True)] == 2
     assert sum(found.values()) == POLICIES + 50 + 5
+
+
+def test_one_stores_recovery_never_hides_anothers_outage_under_the_same_prefix(
+    clock: Clock,
+) -> None:
+    provider, reader = sdk()
+    metrics = Metrics(provider)
+    first, second = FlakyStore(clock), FlakyStore(clock)  # two stores (or two masters)
+    limiters = [rl.Limiter("100/minute", store=s, clock=clock, on_event=metrics)
+                for s in (first, second)]  # fmt: skip
+
+    def gauge() -> list[tuple[dict[str, Any], int]]:
+        return [(dict(p.attributes), p.value) for p in points(reader)["ratelimit.breaker.state"]]
+
+    first.down = second.down = True
+    for limiter in limiters:
+        assert limiter.hit("k").reason == "store_error"
+    assert gauge() == [({"ratelimit.prefix": "ratelimit"}, 1)]
+    clock.advance(250)
+    first.down = False
+    assert limiters[0].hit("k").reason is None  # the first store's probe closes its breaker
+    assert first.breaker.state == "closed" and second.breaker.state != "closed"
+    assert gauge() == [({"ratelimit.prefix": "ratelimit"}, 1)]  # the second is still out
+    second.down = False
+    assert limiters[1].hit("k").reason is None
+    assert gauge() == [({"ratelimit.prefix": "ratelimit"}, 0)]
+
+
+def test_a_breaker_collected_with_its_store_leaves_the_gauge(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no log record: pytest keeps records, whose error's traceback would keep the store alive
+    monkeypatch.setattr(logging.getLogger("ratelimit"), "disabled", True)
+    provider, reader = sdk()
+    metrics = Metrics(provider)
+    store = FlakyStore(clock)
+    limiter = rl.Limiter("100/minute", store=store, clock=clock, on_event=metrics)
+    store.down = True
+    limiter.hit("k")  # the breaker opens, and the limiter and store are dropped mid-outage
+    del limiter, store
+    gc.collect()
+    assert points(reader).get("ratelimit.breaker.state", []) == []
+    assert metrics._watched == {}
