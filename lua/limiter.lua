@@ -91,8 +91,9 @@ end
 -- * the override that will read it: set_override extends each of its state keys that holds
 --   a state (never shortens one: PEXPIRE GT), with no check needed in between;
 -- * the limiter's own policy of the same shape, which reads it again once the override is
---   deleted or expires: a charge under an override writes the longer of the two times
---   (outlive, in check); reset_after stays the override's.
+--   deleted or expires: a charge under an override, and the settle of a lease acquired under
+--   one, write the longer of the two times (outlive, in check and settle); reset_after stays
+--   the override's.
 -- A delete is a plain DEL: every state written under the override already lives long
 -- enough for the limiter's own policies. An override SET by hand (not by set_override) does
 -- not extend the state written before it.
@@ -189,16 +190,18 @@ local function time_to_full(s, p, now)
   return reset
 end
 
--- After a charge under an override (plan, on keys, states charged, reply as check's), the
--- charged state keys that the limiter's own plan (own_plan, on own_keys) also reads live until
--- full under its policy too, where that takes longer (a slower rate, a bigger burst).
-local function outlive(plan, keys, states, reply, own_plan, own_keys, now)
+-- After a write under an override (plan, on keys: states[i] written to keys[i] with a TTL of
+-- ttls[i] milliseconds, or states[i] nil when nothing was), the state keys written that the
+-- limiter's own plan (own_plan, on own_keys) also reads live until full under its policy too,
+-- where that takes longer (a slower rate, a bigger burst).
+local function outlive(plan, keys, states, ttls, own_plan, own_keys, now)
   for i = 1, #plan do
-    if not plan[i][1].slots then -- a slot's key lives to its latest lease, whatever the policy
+    -- (a slot's key lives to its latest lease, whatever the policy)
+    if states[i] and not plan[i][1].slots then
       for j = 1, #own_plan do
         if own_keys[j] == keys[i] then -- the same key: the same algorithm, period and unit
           local need = time_to_full(states[i], own_plan[j], now)
-          if need > reply[4 * i] then -- longer than the TTL the charge wrote
+          if need > ttls[i] then -- longer than the TTL the write gave it
             redis.call('PEXPIRE', keys[i], string.format('%d', need))
           end
         end
@@ -299,7 +302,11 @@ local function check(keys, argv)
   end
   if tail then -- overrides: say so, and which plan applied
     if charged and cost > 0 then -- the charged state outlives the override (see "Overrides")
-      outlive(plan, keys, states, reply, read_plan(argv[4]), own_keys, now)
+      local ttls = {}
+      for i = 1, n do
+        ttls[i] = reply[4 * i]
+      end
+      outlive(plan, keys, states, ttls, read_plan(argv[4]), own_keys, now)
     end
     reply[1] = reply[1] + 2
     for k = 1, #tail do
@@ -357,6 +364,9 @@ end
 --   the acquire; argv[3] the cost charged for the lease in each policy, separated by spaces;
 --   argv[4] the actual cost; argv[5] the plan of these policies (as check's argv[4]). Each
 --   policy settles (settle.lua). Returns {now, then the cost now charged in each policy}.
+--   A lease acquired under an override also sends the limiter's own plan (argv[6], as
+--   check's argv[4]) and its state keys (after the rate policies' keys): the state settled
+--   outlives the override as a check's charge does (outlive, see "Overrides").
 
 local function acquire(keys, argv)
   local now = now_ms(argv)
@@ -403,6 +413,7 @@ local function settle(keys, argv)
   local actual = tonumber(argv[4])
   local plan = read_plan(argv[5])
   local reply = {now}
+  local states, ttls = {}, {}
   local i = 0
   for word in string.gmatch(argv[3], '%S+') do
     i = i + 1
@@ -415,7 +426,15 @@ local function settle(keys, argv)
       tick.off = now - t * unit
       t_acq = floor_div(acquired, unit)
     end
-    reply[i + 1] = p[1].settle(keys[i], t, t_acq, p[2], p[3], p[4], tonumber(word), actual)
+    reply[i + 1], states[i], ttls[i] = p[1].settle(keys[i], t, t_acq, p[2], p[3], p[4],
+                                                   tonumber(word), actual)
+  end
+  if argv[6] then -- acquired under an override: the state settled outlives it
+    local own_keys = {}
+    for j = i + 1, #keys do
+      own_keys[#own_keys + 1] = keys[j]
+    end
+    outlive(plan, keys, states, ttls, read_plan(argv[6]), own_keys, now)
   end
   return reply
 end

@@ -3,9 +3,10 @@
 --
 -- settle(key, now, t_acq, limit, period, rate, charged, actual) -> the cost now charged for
 -- the lease: `actual`, or still `charged` when nothing could be given back (its window has
--- passed); writes the key (write_state) when anything changes. `charged` is what an earlier
--- settle left (the acquire's cost at first), so settling again composes. Times in the
--- policy's ticks (see common.lua).
+-- passed); writes the key (write_state) when anything changes, and then also returns the
+-- state written and its TTL in milliseconds (for outlive, in limiter.lua). `charged` is what
+-- an earlier settle left (the acquire's cost at first), so settling again composes. Times in
+-- the policy's ticks (see common.lua).
 -- The rule (DESIGN.md, "settle"): the policy is left as if the lease had cost `actual` when
 -- it was charged, as far as the window it was charged in still counts. A lower cost gives
 -- the difference back only into the window (or bucket) charged, never below zero, never into
@@ -27,17 +28,17 @@ settles['f'] = function(key, now, t_acq, limit, period, rate, charged, actual)
     if count < 0 then
       count = 0
     end
-    write_state(key, s[1] + period - now, s[1], count)
+    s = {s[1], count}
   elseif actual > charged then
     if live then
-      write_state(key, s[1] + period - now, s[1], s[2] + actual - charged)
+      s = {s[1], s[2] + actual - charged}
     else
-      write_state(key, period, now, actual - charged)
+      s = {now, actual - charged}
     end
   else
     return charged
   end
-  return actual
+  return actual, s, write_state(key, s[1] + period - now, s[1], s[2])
 end
 
 settles['s'] = function(key, now, t_acq, limit, period, rate, charged, actual)
@@ -60,8 +61,7 @@ settles['s'] = function(key, now, t_acq, limit, period, rate, charged, actual)
   else
     return charged
   end
-  write_state(key, start + 2 * period - now, start, prev, cur)
-  return actual
+  return actual, {start, prev, cur}, write_state(key, start + 2 * period - now, start, prev, cur)
 end
 
 settles['t'] = function(key, now, t_acq, limit, period, rate, charged, actual)
@@ -71,8 +71,8 @@ settles['t'] = function(key, now, t_acq, limit, period, rate, charged, actual)
   if level > capacity then
     level = capacity
   end
-  write_state(key, s[2] - now + ceil_div(capacity - level, rate), level, s[2])
-  return actual
+  return actual, {level, s[2]}, write_state(key, s[2] - now + ceil_div(capacity - level, rate),
+                                            level, s[2])
 end
 
 -- (no pairs(): FUNCTION LOAD runs this chunk without it)

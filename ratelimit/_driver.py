@@ -49,7 +49,8 @@ def _ttl_ms(ttl: int, unit: int, off: int) -> int:
 # that key's head and its plan's state ids (Plan.state_ids and Plan.tail are the Lua's `shaped`).
 # A state key lives until its state is full under every policy that reads it: the override's
 # (set_override extends it) and the limiter's own of the same shape (a charge under the
-# override writes the longer time: _outlive). See "Overrides" in lua/limiter.lua.
+# override, and the settle of a lease acquired under one, write the longer time: _outlive).
+# See "Overrides" in lua/limiter.lua.
 
 
 def resolve(override_key: str, override: Plan) -> tuple[Plan, list[str], tuple[int, ...]]:
@@ -91,19 +92,22 @@ def _time_to_full(s: State, step: Step, now: int) -> int:
     return reset
 
 
-def _outlive(db: Keyspace, steps: Sequence[Step], keys: Sequence[str], states: list[State],
-             reply: Reply, own_steps: Sequence[Step], own_keys: Sequence[str],
-             now: int) -> None:  # fmt: skip
-    """After a charge under an override (``steps`` on ``keys``, ``states`` charged), the
-    charged state keys that the limiter's own plan also reads live until full under its policy
-    too, where that takes longer (``outlive`` in the Lua)."""
+def _outlive(db: Keyspace, steps: Sequence[Step], keys: Sequence[str],
+             states: Sequence[State | None], ttls: Sequence[int], own_steps: Sequence[Step],
+             own_keys: Sequence[str], now: int) -> None:  # fmt: skip
+    """After a write under an override (``steps`` on ``keys``: ``states[i]`` written to
+    ``keys[i]`` with a TTL of ``ttls[i]`` ms, or None when nothing was), the state keys written
+    that the limiter's own plan also reads live until full under its policy too, where that
+    takes longer (``outlive`` in the Lua)."""
     for i in range(len(steps)):
-        if not steps[i][0][4]:  # a slot's key lives to its latest lease, whatever the policy
+        s = states[i]
+        # (a slot's key lives to its latest lease, whatever the policy)
+        if s is not None and not steps[i][0][4]:
             for j in range(len(own_steps)):
                 if own_keys[j] == keys[i]:  # the same key: the same algorithm, period and unit
-                    need = _time_to_full(states[i], own_steps[j], now)
+                    need = _time_to_full(s, own_steps[j], now)
                     entry = db.entries.get(keys[i])  # (None: evicted at max_keys)
-                    if need > reply[4 * i + 3] and entry is not None:  # longer than written
+                    if need > ttls[i] and entry is not None:  # longer than written
                         entry[1] = now + need  # PEXPIRE
 
 
@@ -191,7 +195,8 @@ def check(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, cost: int, ch
             reply[4 * i + 2] -= used
     if tail is not None:  # overrides: say so, and which plan applied
         if charged and cost > 0:  # the charged state outlives the override
-            _outlive(db, steps, keys, states, reply, own_steps, own_keys, now)
+            ttls = [reply[4 * i + 3] for i in range(n)]
+            _outlive(db, steps, keys, states, ttls, own_steps, own_keys, now)
         reply[0] += 2
         reply += tail
     return reply
@@ -322,11 +327,17 @@ def renew(db: Keyspace, keys: Sequence[str], now: int, lease: str,
 
 
 def settle(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, acquired: int,
-           charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+           charged: Sequence[int], actual: int, own: Plan | None = None,
+           own_keys: Sequence[str] = ()) -> list[int]:  # fmt: skip
     """The ``settle`` entry: each rate policy of ``plan`` (keys in its order) as if the lease
     charged ``charged[i]`` at ``acquired`` (ms) had cost ``actual`` (the algorithms' settle).
-    Returns the cost now charged in each (the script's reply without its leading ``now``)."""
+    A lease acquired under an override also gives the limiter's own plan ``own`` on its state
+    keys ``own_keys`` (the Lua's argv[6] and trailing keys): the state settled outlives the
+    override (:func:`_outlive`). Returns the cost now charged in each (the script's reply
+    without its leading ``now``)."""
     settled = []
+    states: list[State | None] = []
+    ttls = []
     for i in range(len(charged)):
         (_, _, _, settle_one, _), limit, period, rate, unit = plan.steps[i]
         t, off, t_acq = now, 0, acquired
@@ -339,8 +350,13 @@ def settle(db: Keyspace, plan: Plan, keys: Sequence[str], now: int, acquired: in
         new, ttl, after = settle_one(db.get(keys[i], now), t, t_acq, limit, period, rate,
                                      charged[i], actual)  # fmt: skip
         if new is not None:
-            db.put(keys[i], new, now + _ttl_ms(ttl, unit, off), now)
+            ttl = _ttl_ms(ttl, unit, off)
+            db.put(keys[i], new, now + ttl, now)
+        states.append(new)
+        ttls.append(ttl)
         settled.append(after)
+    if own is not None:  # acquired under an override: the state settled outlives it
+        _outlive(db, plan.steps, keys, states, ttls, own.steps, own_keys, now)
     return settled
 
 

@@ -878,9 +878,12 @@ class Limiter(_LimiterBase):
             self._failed(None, self._breaker_for(keys))
             return None
         _, breaker, ticket, _ = admitted
+        own, own_keys = None, []  # acquired under an override: the state settled outlives it
+        if lease._plan is not self._lease_plan:
+            own, own_keys = self._plan, self._keys_of(lease.key)[:-1]
         try:
             charged = self._store.settle(rate_plan, keys, self._now(), lease._acquired,
-                                         lease._charged or [], actual)  # fmt: skip
+                                         lease._charged or [], actual, own, own_keys)  # fmt: skip
         except StoreError as error:
             self._failed(error, breaker, ticket)
             return None
@@ -1078,10 +1081,13 @@ class AsyncLimiter(_LimiterBase):
             self._failed(None, self._breaker_for(keys))
             return None
         _, breaker, ticket, _ = admitted
+        own, own_keys = None, []  # acquired under an override: the state settled outlives it
+        if lease._plan is not self._lease_plan:
+            own, own_keys = self._plan, self._keys_of(lease.key)[:-1]
         try:
-            charged = await self._store.asettle(
-                rate_plan, keys, self._now(), lease._acquired, lease._charged or [], actual
-            )
+            charged = await self._store.asettle(rate_plan, keys, self._now(), lease._acquired,
+                                                lease._charged or [], actual, own,
+                                                own_keys)  # fmt: skip
         except StoreError as error:
             self._failed(error, breaker, ticket)
             return None

@@ -4,13 +4,15 @@
 State keys are named by shape (algorithm, period, unit), so a token bucket's level is read by
 the limiter's own bucket and by an override's bucket of the same period alike. The TTL is
 garbage collection, never the logic: a key that expires before its bucket would really be full
-hands its identifier a whole new burst. Three ways that could happen, one test each:
+hands its identifier a whole new burst. Four ways that could happen, tests for each:
 
 1. an override slower or bigger than the policy that wrote the state, set with no check in
    between (``overrides.set`` makes the state live long enough for the override);
 2. an override deleted or expired, back to a slower limiter policy, and
 3. more generally, state written while an override applies (a check under it writes it with
-   the longer of the override's and the limiter's own time to full).
+   the longer of the override's and the limiter's own time to full);
+4. a lease acquired under an override and settled (its settle writes the state as a check's
+   charge does: the limiter's own plan and keys go with it, and only then).
 
 Time is the limiter's clock. The memory store expires keys on it, so there the decisions
 themselves show the defect; a server expires keys in real time, so there each test reads the
@@ -192,3 +194,101 @@ async def test_a_windows_ttl_is_the_same_under_any_limit(
         assert (await h.peek("u", 0)).remaining < 100
         clock.advance(1)
         assert (await h.peek("u", 0)).remaining == 100
+
+
+# ---- 4. a lease settled under an override: the settle writes the TTL, as a check's charge ----
+
+
+async def _acquire(lane: Lane, h: Harness, identifier: str, cost: int) -> Any:
+    return await _call(lane, h.limiter.acquire, identifier, cost)
+
+
+@pytest.mark.parametrize(("cost", "actual"), [(1, 60), (60, 30)], ids=["up", "down"])
+async def test_a_lease_settled_under_a_boost_leaves_the_bucket_to_refill_at_the_limiters_rate(
+    lane: Lane, clock: Clock, cost: int, actual: int
+) -> None:
+    """A settle under an override writes the bucket's TTL as a check's charge does: until full
+    under the override and under the limiter's own policy of that shape. Settled up, the
+    bucket is empty (full in 1 s under the boost, in 60 s at the limiter's rate); settled down,
+    it holds 30 tokens (full in 0.5 s under the boost, in 30 s at the limiter's rate): either
+    way a key written with the boost's TTL alone would hand out a new burst once it ends."""
+    h = lane.limiter(rl.TokenBucket(rate=1, period=1, burst=60), clock=clock)
+    await _set(lane, h, "u", rl.TokenBucket(rate=60, period=1, burst=60))
+    lease = await _acquire(lane, h, "u", cost)
+    assert lease.allowed
+    await _call(lane, lease.settle, actual)
+    await lives_at_least(lane, h, "u", clock, actual * 1_000)
+    await _delete(lane, h, "u")
+    clock.advance(2_000)
+    assert (await h.peek("u")).remaining == 60 - actual + 2  # refilled 2 tokens, not 60
+
+
+async def test_a_settle_without_an_override_sends_what_it_always_sent(
+    script_lane: Lane, clock: Clock
+) -> None:
+    """The limiter's own plan and keys go with a settle only when the lease was acquired
+    under an override: a settle without one is the same single call as before."""
+    lane = script_lane
+    h = lane.limiter([rl.Concurrency(5), rl.TokenBucket(rate=1, period=1, burst=60)],
+                     clock=clock)  # fmt: skip
+    await _set(lane, h, "boosted", rl.TokenBucket(rate=60, period=1, burst=60))
+    plain = await _acquire(lane, h, "u", 1)
+    boosted = await _acquire(lane, h, "boosted", 1)
+    sent: list[list[Any]] = []
+    store = lane.store
+    send = store._send
+
+    def spied(command: list[Any]) -> Any:
+        sent.append(command)
+        return send(command)
+
+    store._send = spied
+    try:
+        await _call(lane, plain.settle, 3)
+        await _call(lane, boosted.settle, 3)
+    finally:
+        del store._send
+    # (a server without the script is sent its text after: not a call of ours)
+    called = [command for command in sent if command[0] in ("FCALL", "EVALSHA")]
+    (call, entry, *rest), (_, entry_o, *rest_o) = called
+    assert call in ("FCALL", "EVALSHA") and entry_o == entry  # one call each, the same entry
+    assert rest == [1, h.limiter.keys("u")[1], clock.ms, plain._acquired, "1", 3,
+                    "t 60 1000 1 1"]  # fmt: skip
+    own = h.limiter.keys("boosted")  # its Concurrency and bucket keys: the boost's is the same
+    assert rest_o == [3, own[1], *own, clock.ms, boosted._acquired, "1", 3, "t 60 1000 60 1",
+                      "c 5 60000 0 1 t 60 1000 1 1"]  # fmt: skip
+
+
+#: (the limiter's policies, an override of the same shapes) for the differential settle test:
+#: a boost of a bucket beside a window, and of a bucket of a large quota (ticks of 10 ms: a
+#: token every 31.5 s, every 0.3 s boosted).
+SETTLE_BOOSTS = [
+    ([rl.TokenBucket(rate=1, period=1, burst=60), rl.SlidingWindow(10, 60)],
+     [rl.TokenBucket(rate=60, period=1, burst=60), rl.SlidingWindow(100, 60)]),
+    ([rl.TokenBucket(1_000_000, 365 * 86400), rl.FixedWindow(10, 60)],
+     [rl.TokenBucket(100_000_000, 365 * 86400, burst=1_000_000), rl.FixedWindow(90, 60)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("own", "boost"), SETTLE_BOOSTS, ids=["bucket+window", "large"])
+async def test_the_lua_and_the_twin_write_the_same_ttls_when_settling_under_a_boost(
+    script_lane: Lane, clock: Clock, own: list[rl.Policy], boost: list[rl.Policy]
+) -> None:
+    lane = script_lane
+    lua = lane.limiter(own, clock=clock)
+    twin = rl.Limiter(own, clock=clock)
+    for cost, actual in [(1, 9), (9, 4), (4, 0)]:
+        identifier = f"u{cost}"
+        await _set(lane, lua, identifier, boost)
+        twin.overrides.set(identifier, boost)
+        got = await _acquire(lane, lua, identifier, cost)
+        want = twin.acquire(identifier, cost)
+        assert got.decision == want.decision and got.allowed
+        clock.advance(1_500)
+        await _call(lane, got.settle, actual)
+        want.settle(actual)
+        for at in range(len(own)):
+            ttl = await ttl_ms(lane, lua, identifier, clock, at)
+            key = twin.keys(identifier)[at]
+            expected = int(twin.store.entries[key][1] - clock.ms)  # type: ignore[attr-defined]
+            assert expected - SLACK_MS <= ttl <= expected, (key, ttl, expected)

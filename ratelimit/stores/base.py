@@ -186,9 +186,13 @@ class Store:
         raise NotImplementedError
 
     def settle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
-               charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+               charged: Sequence[int], actual: int, own: Plan | None = None,
+               own_keys: Sequence[str] = ()) -> list[int]:  # fmt: skip
         """Settle each rate policy of ``plan`` (keys in its order): the lease that charged it
-        ``charged[i]`` at ``acquired`` (milliseconds) cost ``actual``.
+        ``charged[i]`` at ``acquired`` (milliseconds) cost ``actual``. For a lease acquired
+        under an override, ``own`` is the limiter's own plan and ``own_keys`` its state keys:
+        each key settled that ``own`` also reads then lives until full under it too (see
+        "Overrides" in ``lua/limiter.lua``).
 
         :returns: the cost now charged in each (``charged[i]`` where nothing could be given
             back).
@@ -233,7 +237,8 @@ class AsyncStore:
         raise NotImplementedError
 
     async def asettle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
-                      charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+                      charged: Sequence[int], actual: int, own: Plan | None = None,
+                      own_keys: Sequence[str] = ()) -> list[int]:  # fmt: skip
         """As :meth:`Store.settle`. Raises StoreError."""
         raise NotImplementedError
 
@@ -347,9 +352,12 @@ class ScriptCalls:
         return self._entry_command("renew", keys, argv)
 
     def _settle_command(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
-                        charged: Sequence[int], actual: int) -> Command:  # fmt: skip
-        argv = ("" if now is None else now, acquired, " ".join(map(str, charged)), actual,
-                plan.spec)  # fmt: skip
+                        charged: Sequence[int], actual: int, own: Plan | None,
+                        own_keys: Sequence[str]) -> Command:  # fmt: skip
+        argv: tuple[Any, ...] = ("" if now is None else now, acquired,
+                                 " ".join(map(str, charged)), actual, plan.spec)  # fmt: skip
+        if own is not None:  # acquired under an override: the limiter's own plan and keys
+            return self._entry_command("settle", [*keys, *own_keys], (*argv, own.spec))
         return self._entry_command("settle", keys, argv)
 
     def _whole(self, command: Command) -> Command:
@@ -562,8 +570,10 @@ class ScriptStore(ScriptCalls, Store):
         return self._call(self._renew_command(keys, now, lease, leases_ms))
 
     def settle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
-               charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
-        return self._call(self._settle_command(plan, keys, now, acquired, charged, actual))[1:]
+               charged: Sequence[int], actual: int, own: Plan | None = None,
+               own_keys: Sequence[str] = ()) -> list[int]:  # fmt: skip
+        command = self._settle_command(plan, keys, now, acquired, charged, actual, own, own_keys)
+        return self._call(command)[1:]
 
 
 class AsyncScriptStore(ScriptCalls, AsyncStore):
@@ -644,6 +654,7 @@ class AsyncScriptStore(ScriptCalls, AsyncStore):
         return await self._call(self._renew_command(keys, now, lease, leases_ms))
 
     async def asettle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
-                      charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
-        command = self._settle_command(plan, keys, now, acquired, charged, actual)
+                      charged: Sequence[int], actual: int, own: Plan | None = None,
+                      own_keys: Sequence[str] = ()) -> list[int]:  # fmt: skip
+        command = self._settle_command(plan, keys, now, acquired, charged, actual, own, own_keys)
         return (await self._call(command))[1:]

@@ -187,12 +187,15 @@ class MemoryStore(Keyspace, Store, AsyncStore):
             return _driver.renew(self, keys, _required(now), lease, leases_ms)
 
     def settle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
-               charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+               charged: Sequence[int], actual: int, own: Plan | None = None,
+               own_keys: Sequence[str] = ()) -> list[int]:  # fmt: skip
         """Leave each rate policy of ``plan`` as if the lease charged ``charged[i]`` at
-        ``acquired`` had cost ``actual``; returns the cost now charged in each (see
-        lua/settle.lua)."""
+        ``acquired`` had cost ``actual``, the state written under an override (``own`` and
+        ``own_keys``: the limiter's plan and state keys) living until full under ``own`` too;
+        returns the cost now charged in each (see lua/settle.lua)."""
         with self.lock:
-            return _driver.settle(self, plan, keys, _required(now), acquired, charged, actual)
+            return _driver.settle(self, plan, keys, _required(now), acquired, charged, actual,
+                                  own, own_keys)  # fmt: skip
 
     # Overrides: kept apart from the keys, at most max_keys of them.
 
@@ -242,9 +245,10 @@ class MemoryStore(Keyspace, Store, AsyncStore):
         return self.renew(keys, now, lease, leases_ms)
 
     async def asettle(self, plan: Plan, keys: Sequence[str], now: int | None, acquired: int,
-                      charged: Sequence[int], actual: int) -> list[int]:  # fmt: skip
+                      charged: Sequence[int], actual: int, own: Plan | None = None,
+                      own_keys: Sequence[str] = ()) -> list[int]:  # fmt: skip
         """As :meth:`settle`."""
-        return self.settle(plan, keys, now, acquired, charged, actual)
+        return self.settle(plan, keys, now, acquired, charged, actual, own, own_keys)
 
     async def aset_override(self, key: str, plan: Plan, ttl_ms: int | None,
                             now: int | None) -> None:  # fmt: skip
