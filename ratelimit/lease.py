@@ -13,6 +13,7 @@ from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ratelimit._logging import logger
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.policies import _EXACT
 
@@ -21,6 +22,31 @@ if TYPE_CHECKING:
     from ratelimit.limiter import AsyncLimiter, Limiter
 
 __all__ = ["Acquiring", "AsyncLease", "Lease"]
+
+
+# Releases finished in the background after the caller was cancelled mid-call, kept until done
+# (an event loop holds its tasks only weakly).
+_RELEASING: set[Any] = set()
+
+
+def _release_in_background(lease: AsyncLease, error: BaseException) -> None:
+    """After ``lease``'s release was interrupted by ``error``: when that is a cancellation (a
+    client gone, a timeout, a cancel scope that cancels every await of its cleanup), send the
+    release again as a task of the running loop, so that the slots are freed now rather than
+    when the lease runs out. A release is idempotent: sent twice, it frees the slots once."""
+    import asyncio  # loaded already: this runs on an event loop
+
+    if not isinstance(error, asyncio.CancelledError):
+        return
+    task = asyncio.get_running_loop().create_task(lease._limiter._release(lease))
+    _RELEASING.add(task)
+    task.add_done_callback(_released_in_background)
+
+
+def _released_in_background(task: Any) -> None:
+    _RELEASING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger().error("ratelimit: a lease release failed", exc_info=task.exception())
 
 
 def new_lease_id() -> str:
@@ -172,12 +198,17 @@ class AsyncLease(_LeaseBase):
     _limiter: AsyncLimiter
 
     async def release(self) -> None:
-        """As :meth:`Lease.release`, awaiting the store."""
+        """As :meth:`Lease.release`, awaiting the store. Cancelled while the store call is in
+        flight, it sends the release again in the background and raises the cancellation."""
         if self._released:
             return
         self._released = True
         if self._charged is not None:
-            await self._limiter._release(self)
+            try:
+                await self._limiter._release(self)
+            except BaseException as error:
+                _release_in_background(self, error)
+                raise
 
     async def renew(self) -> bool:
         """As :meth:`Lease.renew`, awaiting the store."""

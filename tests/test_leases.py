@@ -7,6 +7,7 @@ renew, settle and lease expiry; bad input and the failure policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -772,3 +773,40 @@ async def test_a_hit_under_an_override_with_slots_takes_none_and_frees_none(
     after = await h.hit("u")
     assert after.allowed and after.details[0].remaining == 2
     assert after.details[1].remaining == 10 - 3 - 1 - 1 - 1 - 1  # 5 hits and 2 leases
+
+
+class GatedStore(rl.MemoryStore):
+    """A memory store whose releases wait at a gate: a release in flight, to be cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.arrived = asyncio.Event()
+        self.releases = 0
+
+    async def arelease(self, keys: Any, lease: str) -> int:
+        self.releases += 1
+        self.arrived.set()
+        await self.gate.wait()
+        return await super().arelease(keys, lease)
+
+
+async def test_a_release_cancelled_in_flight_still_frees_the_slot(clock: Clock) -> None:
+    store = GatedStore()
+    limiter = rl.AsyncLimiter(rl.Concurrency(1), store=store, clock=clock)
+    lease = await limiter.acquire("k")
+    release = asyncio.ensure_future(lease.release())
+    await store.arrived.wait()  # the release is on its way to the store
+    release.cancel()  # a client gone, a timeout, a cancel scope around the cleanup
+    with pytest.raises(asyncio.CancelledError):
+        await release
+    assert (await limiter.peek("k")).remaining == 0  # not freed yet: the store never answered
+    store.gate.set()
+    for _ in range(100):  # the release sent again in the background: a few turns of the loop
+        if (await limiter.peek("k")).remaining == 1:
+            break
+        await asyncio.sleep(0)
+    assert (await limiter.peek("k")).remaining == 1  # freed now, not when the lease runs out
+    assert store.releases == 2
+    await lease.release()  # released already: sends nothing more
+    assert store.releases == 2
