@@ -59,8 +59,7 @@ def resolve(override_key: str, override: Plan) -> tuple[Plan, list[str], tuple[i
     override's plan, its state keys and its plan as integers for the reply. (The Lua's
     ``false``, an override needing an algorithm the script lacks, cannot happen: the twin has
     them all.)"""
-    head = override_key[: -len("override")]  # without 'override'
-    return override, [head + state_id for state_id in override.state_ids], override.tail
+    return override, override.state_keys(override_key), override.tail
 
 
 def forget(db: Keyspace, keys: Sequence[str]) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ratelimit._logging import logger
+from ratelimit._tasks import spawn
 from ratelimit.errors import ConfigurationError, RateLimitExceeded
 from ratelimit.policies import _EXACT
 
@@ -22,11 +22,6 @@ if TYPE_CHECKING:
     from ratelimit.limiter import AsyncLimiter, Limiter
 
 __all__ = ["Acquiring", "AsyncLease", "Lease"]
-
-
-# Releases finished in the background after the caller was cancelled mid-call, kept until done
-# (an event loop holds its tasks only weakly).
-_RELEASING: set[Any] = set()
 
 
 def _release_in_background(lease: AsyncLease, error: BaseException) -> None:
@@ -38,15 +33,7 @@ def _release_in_background(lease: AsyncLease, error: BaseException) -> None:
 
     if not isinstance(error, asyncio.CancelledError):
         return
-    task = asyncio.get_running_loop().create_task(lease._limiter._release(lease))
-    _RELEASING.add(task)
-    task.add_done_callback(_released_in_background)
-
-
-def _released_in_background(task: Any) -> None:
-    _RELEASING.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        logger().error("ratelimit: a lease release failed", exc_info=task.exception())
+    spawn(asyncio.get_running_loop(), lease._limiter._release(lease), "a lease release failed")
 
 
 def new_lease_id() -> str:

@@ -13,9 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from types import MethodType
-from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeVar
+from typing import ClassVar, Final, Literal, TypeVar
 
 from ratelimit._logging import logger
+from ratelimit._tasks import spawn
 from ratelimit.breaker import CircuitBreaker
 from ratelimit.cache import DeniedCache, remember
 from ratelimit.decision import Decision
@@ -26,9 +27,6 @@ from ratelimit.overrides import AsyncOverrides, Overrides, check_fits, plan_from
 from ratelimit.policies import Concurrency, Policy, parse
 from ratelimit.stores.base import AsyncStore, Plan, Reply, Step, Store
 from ratelimit.stores.memory import MemoryStore
-
-if TYPE_CHECKING:
-    import asyncio
 
 __all__ = ["AsyncLimiter", "Limiter"]
 
@@ -141,12 +139,6 @@ def _listener(on_event: object, is_async: bool) -> Callable[[Event], object]:
             "function, or use an AsyncLimiter"
         )
     listener: Callable[[Event], Awaitable[object]] = on_event
-    running: set[object] = set()  # the loop keeps only weak references to its tasks
-
-    def done(task: asyncio.Task[object]) -> None:
-        running.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger().error("ratelimit: on_event listener failed", exc_info=task.exception())
 
     def emit(event: Event) -> None:
         import asyncio
@@ -160,9 +152,7 @@ def _listener(on_event: object, is_async: bool) -> Callable[[Event], object]:
                 close()
             logger().warning("ratelimit: async on_event listener called outside an event loop")
             return
-        task: asyncio.Task[object] = loop.create_task(coroutine)  # type: ignore[arg-type]
-        running.add(task)
-        task.add_done_callback(done)
+        spawn(loop, coroutine, "on_event listener failed")  # type: ignore[arg-type]
 
     return emit
 
@@ -609,6 +599,13 @@ class _LimiterBase:
     def _slot_keys(self, lease: Lease | AsyncLease) -> list[str]:
         return [lease._keys[i] for i in lease._plan.slots]
 
+    def _own(self, lease: Lease | AsyncLease) -> tuple[Plan | None, list[str]]:
+        """For a lease granted under an override, the limiter's own plan and state keys (the
+        state it settles must outlive the override under them too); else ``(None, [])``."""
+        if lease._plan is self._lease_plan:
+            return None, []
+        return self._plan, self._keys_of(lease.key)[:-1]
+
     def _rate_keys(self, lease: Lease | AsyncLease) -> list[str]:
         return [lease._keys[i] for i in lease._plan.rates]
 
@@ -638,8 +635,7 @@ class _LimiterBase:
         plan = self._lease_plan
         if reply[0] > 1:  # the lease holds the override's policies and their state keys
             plan = _lease_plan(plan_from_reply(reply[1 + 4 * ((len(reply) - 1) // 9) :]))
-            head = keys[-1][: -len("override")]
-            keys = [head + state_id for state_id in plan.plan.state_ids]
+            keys = plan.plan.state_keys(keys[-1])
         return cls(self, key, decision, lease_id, keys, acquired, cost, plan)
 
     def _release_failed(self, error: StoreError, breaker: CircuitBreaker | None, ticket: int,
@@ -878,9 +874,7 @@ class Limiter(_LimiterBase):
             self._failed(None, self._breaker_for(keys))
             return None
         _, breaker, ticket, _ = admitted
-        own, own_keys = None, []  # acquired under an override: the state settled outlives it
-        if lease._plan is not self._lease_plan:
-            own, own_keys = self._plan, self._keys_of(lease.key)[:-1]
+        own, own_keys = self._own(lease)
         try:
             charged = self._store.settle(rate_plan, keys, self._now(), lease._acquired,
                                          lease._charged or [], actual, own, own_keys)  # fmt: skip
@@ -1081,9 +1075,7 @@ class AsyncLimiter(_LimiterBase):
             self._failed(None, self._breaker_for(keys))
             return None
         _, breaker, ticket, _ = admitted
-        own, own_keys = None, []  # acquired under an override: the state settled outlives it
-        if lease._plan is not self._lease_plan:
-            own, own_keys = self._plan, self._keys_of(lease.key)[:-1]
+        own, own_keys = self._own(lease)
         try:
             charged = await self._store.asettle(rate_plan, keys, self._now(), lease._acquired,
                                                 lease._charged or [], actual, own,

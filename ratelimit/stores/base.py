@@ -90,6 +90,13 @@ class Plan:
         #: The plan as a script reply names an override's: five integers per policy.
         self.tail: tuple[int, ...] = tuple(tail)
 
+    def state_keys(self, override_key: str) -> list[str]:
+        """The state keys of this plan's policies for the identifier whose override key is
+        ``override_key`` (``<prefix>:{<identifier>}:override``), as the script's ``resolve``
+        names them."""
+        head = override_key[: -len("override")]
+        return [head + state_id for state_id in self.state_ids]
+
 
 class Store:
     """A store the sync :class:`Limiter` can use. Its methods block on the store's I/O."""
@@ -387,8 +394,7 @@ class ScriptCalls:
         until full under them: ``lua/limiter.lua``), or ``DEL`` when ``plan`` is None."""
         if plan is None:
             return ["DEL", key]
-        head = key[: -len("override")]  # its state keys, as the script's resolve names them
-        keys = [*(head + state_id for state_id in plan.state_ids), key]
+        keys = [*plan.state_keys(key), key]
         argv = ("" if now is None else now, plan.spec, "" if ttl_ms is None else ttl_ms)
         return self._entry_command("set_override", keys, argv)
 

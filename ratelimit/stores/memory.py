@@ -204,8 +204,7 @@ class MemoryStore(Keyspace, Store, AsyncStore):
         keep the state its policies will read until full under them (the driver's
         ``set_override``)."""
         now = _required(now)
-        head = key[: -len("override")]  # its state keys, as the driver's resolve names them
-        keys = [*(head + state_id for state_id in plan.state_ids), key]
+        keys = [*plan.state_keys(key), key]
         with self.lock:
             _driver.set_override(self, plan, keys, now, ttl_ms)
 
